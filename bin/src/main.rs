@@ -1,0 +1,200 @@
+//! `chronik`: run a node (`start`). Wiring only; the work is in the library crates.
+
+mod http;
+mod settings;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use chronik_engine::{Durability, Engine};
+use chronik_kafka_api::{Broker, BrokerConfig};
+use chronik_replication::topic_config::TopicDefaults;
+use chronik_replication::{retention, Replication, ReplicationConfig};
+use clap::{Args, Parser, Subcommand};
+use settings::{FileSettings, Settings};
+
+#[derive(Parser)]
+#[command(name = "chronik", version, about = "A Kafka-compatible streaming platform on Raft and RocksDB")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Start(StartArgs),
+}
+
+#[derive(Args)]
+struct StartArgs {
+    /// TOML settings file; flags and CHRONIK_* variables override it.
+    #[arg(long, env = "CHRONIK_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "CHRONIK_NODE_ID")]
+    node_id: Option<u64>,
+    #[arg(long, env = "CHRONIK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, env = "CHRONIK_KAFKA_ADDR")]
+    kafka_addr: Option<String>,
+    #[arg(long, env = "CHRONIK_ADVERTISE_KAFKA_ADDR")]
+    advertise_kafka_addr: Option<String>,
+    #[arg(long, env = "CHRONIK_RPC_ADDR")]
+    rpc_addr: Option<String>,
+    #[arg(long, env = "CHRONIK_HTTP_ADDR")]
+    http_addr: Option<String>,
+    #[arg(long, env = "CHRONIK_AUTO_CREATE_TOPICS_ENABLE")]
+    auto_create_topics_enable: Option<bool>,
+    #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
+    num_partitions: Option<i32>,
+    #[arg(long, env = "CHRONIK_LOG_RETENTION_MS")]
+    log_retention_ms: Option<i64>,
+    #[arg(long, env = "CHRONIK_LOG_RETENTION_BYTES")]
+    log_retention_bytes: Option<i64>,
+    #[arg(long, env = "CHRONIK_LOG_RETENTION_CHECK_INTERVAL")]
+    log_retention_check_interval: Option<String>,
+    #[arg(long, env = "CHRONIK_MESSAGE_MAX_BYTES")]
+    message_max_bytes: Option<i64>,
+}
+
+impl StartArgs {
+    fn settings(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => FileSettings::load(path)?,
+            None => FileSettings::default(),
+        };
+        let flags = FileSettings {
+            node_id: self.node_id,
+            data_dir: self.data_dir,
+            kafka_addr: self.kafka_addr,
+            advertise_kafka_addr: self.advertise_kafka_addr,
+            rpc_addr: self.rpc_addr,
+            http_addr: self.http_addr,
+            auto_create_topics_enable: self.auto_create_topics_enable,
+            num_partitions: self.num_partitions,
+            log_retention_ms: self.log_retention_ms,
+            log_retention_bytes: self.log_retention_bytes,
+            log_retention_check_interval: self.log_retention_check_interval,
+            message_max_bytes: self.message_max_bytes,
+            socket_request_max_bytes: None,
+        };
+        file.overlay(flags).validate()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CHRONIK_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Start(args) => {
+            let settings = args.settings()?;
+            tokio::runtime::Runtime::new()?.block_on(start(settings))
+        }
+    }
+}
+
+async fn start(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    let engine = Arc::new(
+        Engine::open(&settings.data_dir.join("db"))
+            .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?,
+    );
+    let cluster_id = identify(&engine, settings.node_id)?;
+    let replication_config = ReplicationConfig::new(settings.node_id, settings.data_dir.join("raft"));
+    let replication = Arc::new(Replication::start(replication_config, engine.clone())?);
+
+    let topic_defaults = TopicDefaults {
+        retention_ms: settings.log_retention_ms,
+        retention_bytes: settings.log_retention_bytes,
+        max_message_bytes: settings.message_max_bytes,
+        ..TopicDefaults::default()
+    };
+    let broker = Broker::new(
+        BrokerConfig {
+            node_id: settings.node_id as i32,
+            cluster_id: cluster_id.clone(),
+            advertised_host: settings.advertise_host.clone(),
+            advertised_port: settings.advertise_port as i32,
+            auto_create_topics: settings.auto_create_topics,
+            num_partitions: settings.num_partitions,
+            default_replication_factor: 1,
+            topic_defaults: topic_defaults.clone(),
+            max_request_bytes: settings.socket_request_max_bytes,
+            max_inflight_per_connection: 32,
+        },
+        replication.clone(),
+    );
+
+    let kafka = tokio::net::TcpListener::bind(settings.kafka_addr)
+        .await
+        .with_context(|| format!("cannot listen for Kafka clients on {}", settings.kafka_addr))?;
+    let http = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+    let http_task = tokio::spawn(http::serve(http));
+    let retention_task = retention::spawn(replication.clone(), topic_defaults, settings.retention_check_interval);
+    tracing::info!(
+        node_id = settings.node_id,
+        %cluster_id,
+        kafka = %settings.kafka_addr,
+        advertised = %format!("{}:{}", settings.advertise_host, settings.advertise_port),
+        http = %settings.http_addr,
+        rpc_reserved = %settings.rpc_addr,
+        data_dir = %settings.data_dir.display(),
+        "chronik node started"
+    );
+
+    chronik_kafka_api::serve(kafka, broker, shutdown_signal()).await;
+    tracing::info!("stopped accepting; flushing");
+    retention_task.abort();
+    http_task.abort();
+    replication.shutdown();
+    tracing::info!("chronik node stopped");
+    Ok(())
+}
+
+/// Checks the data dir belongs to this node id and returns the cluster id, creating
+/// both on first start.
+fn identify(engine: &Engine, node_id: u64) -> anyhow::Result<String> {
+    const NODE_ID_KEY: &[u8] = b"node_id";
+    const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
+    if let Some(raw) = engine.meta_get(NODE_ID_KEY)? {
+        let stored = u64::from_be_bytes(raw.as_slice().try_into().context("corrupt node id in meta")?);
+        if stored != node_id {
+            bail!("this data dir belongs to node {stored}, not {node_id}: pass --node-id {stored} or use another --data-dir");
+        }
+    }
+    if let Some(raw) = engine.meta_get(CLUSTER_ID_KEY)? {
+        return String::from_utf8(raw).context("corrupt cluster id in meta");
+    }
+    // Kafka cluster ids are 22-character URL-safe base64 of a UUID; a plain UUID string is accepted by clients.
+    let cluster_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut wb = engine.batch();
+    wb.put_meta(NODE_ID_KEY, &node_id.to_be_bytes());
+    wb.put_meta(CLUSTER_ID_KEY, cluster_id.as_bytes());
+    engine.write(wb, Durability::Synced)?;
+    Ok(cluster_id)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

@@ -1,0 +1,365 @@
+//! Chronik's storage engine: one RocksDB instance per node, synchronous.
+//!
+//! Layers: [`cf`] names the column families, [`keys`] encodes every key, [`Engine`]
+//! reads, and [`WriteBatch`] is the only way to change state. The engine stores
+//! bytes at offsets; it knows nothing of Kafka messages or Raft types.
+//!
+//! Architecture invariant: all applied state of a Raft round goes into one
+//! [`WriteBatch`]. Those writes skip the RocksDB WAL (raft-engine holds the log),
+//! so the column families are flushed atomically (`atomic_flush`): after a crash
+//! the persisted applied index and the data it covers always match.
+
+pub mod cf;
+mod error;
+pub mod keys;
+mod state;
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, Direction, FlushOptions,
+    IteratorMode, Options, ReadOptions, WriteOptions, DB,
+};
+
+pub use error::{Error, Result};
+pub use state::PartitionState;
+
+/// How durable a write must be before [`Engine::write`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Memtable only: the caller can rebuild the write (from the Raft log) after a crash.
+    Memtable,
+    /// RocksDB WAL, fsynced.
+    Synced,
+}
+
+/// A node's store. Cheap to share behind an `Arc`; every method is thread-safe.
+pub struct Engine {
+    db: DB,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Engine> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_atomic_flush(true);
+        opts.set_max_background_jobs(2);
+        opts.set_bytes_per_sync(1 << 20);
+        let cfs = cf::ALL.iter().map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Engine { db })
+    }
+
+    /// Opens an existing store without the right to write (for offline tools).
+    pub fn open_read_only(path: &Path) -> Result<Engine> {
+        let opts = Options::default();
+        let db = DB::open_cf_for_read_only(&opts, path, cf::ALL, false)?;
+        Ok(Engine { db })
+    }
+
+    /// An empty batch of changes to this store.
+    pub fn batch(&self) -> WriteBatch<'_> {
+        WriteBatch { engine: self, inner: rocksdb::WriteBatch::default() }
+    }
+
+    /// Applies `batch` atomically.
+    pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        match durability {
+            Durability::Memtable => opts.disable_wal(true),
+            Durability::Synced => opts.set_sync(true),
+        }
+        self.db.write_opt(batch.inner, &opts)?;
+        Ok(())
+    }
+
+    /// Flushes all memtables to SST files (atomically across column families) and waits.
+    /// Everything written before the call is durable afterwards.
+    pub fn flush(&self) -> Result<()> {
+        let mut opts = FlushOptions::default();
+        opts.set_wait(true);
+        let handles: Vec<_> = cf::ALL.iter().map(|name| self.cf(name)).collect();
+        self.db.flush_cfs_opt(&handles, &opts)?;
+        Ok(())
+    }
+
+    /// Appends the stored batches of partition `uid` whose base offset is in
+    /// `[batch containing from, end)` to `out`, stopping before `max_bytes` would be
+    /// exceeded. With `min_one`, the first batch is appended even if it alone is larger.
+    /// Returns the number of batches appended.
+    pub fn read_batches(
+        &self,
+        uid: u64,
+        from: i64,
+        end: i64,
+        max_bytes: usize,
+        min_one: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<usize> {
+        let Some(start) = self.batch_base_at(uid, from)? else {
+            return Ok(0);
+        };
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(keys::log_key(uid, end.max(0)).to_vec());
+        let lower = keys::log_key(uid, start);
+        let iter = self
+            .db
+            .iterator_cf_opt(self.cf(cf::LOG), opts, IteratorMode::From(&lower, Direction::Forward));
+        let (mut count, mut used) = (0, 0usize);
+        for item in iter {
+            let (_, value) = item?;
+            if used + value.len() > max_bytes && !(min_one && count == 0) {
+                break;
+            }
+            used += value.len();
+            out.extend_from_slice(&value);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Base offset of the stored batch that contains `offset`: the greatest base offset
+    /// `<= offset` (offsets are dense, so that batch holds it), or the first batch if
+    /// `offset` lies before the log. `None` if the partition has no batches.
+    pub fn batch_base_at(&self, uid: u64, offset: i64) -> Result<Option<i64>> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(cf::LOG));
+        iter.seek_for_prev(keys::log_key(uid, offset.max(0)));
+        if let Some((owner, base)) = iter.key().and_then(keys::decode_log_key) {
+            if owner == uid {
+                return Ok(Some(base));
+            }
+        }
+        iter.seek(keys::log_key(uid, 0));
+        iter.status()?;
+        Ok(iter.key().and_then(keys::decode_log_key).filter(|(owner, _)| *owner == uid).map(|(_, base)| base))
+    }
+
+    /// The stored batch at exactly `base_offset`.
+    pub fn stored_batch(&self, uid: u64, base_offset: i64) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf::LOG), keys::log_key(uid, base_offset))?)
+    }
+
+    /// Stored batches of `uid` with base offset in `[from, end)`, as (base offset, size).
+    pub fn batch_sizes(&self, uid: u64, from: i64, end: i64) -> Result<Vec<(i64, usize)>> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(keys::log_key(uid, end.max(0)).to_vec());
+        let lower = keys::log_key(uid, from.max(0));
+        let iter = self
+            .db
+            .iterator_cf_opt(self.cf(cf::LOG), opts, IteratorMode::From(&lower, Direction::Forward));
+        let mut sizes = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            let (_, base) = keys::decode_log_key(&key).ok_or(Error::CorruptKey(cf::LOG))?;
+            sizes.push((base, value.len()));
+        }
+        Ok(sizes)
+    }
+
+    /// The first time-index entry of `uid` whose timestamp is `>= timestamp`, as
+    /// (timestamp, base offset).
+    pub fn time_index_seek(&self, uid: u64, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(cf::TIME_INDEX));
+        iter.seek(keys::time_index_key(uid, timestamp, 0));
+        iter.status()?;
+        Ok(iter.key().and_then(keys::decode_time_index_key).filter(|e| e.0 == uid).map(|e| (e.1, e.2)))
+    }
+
+    /// The last time-index entry of `uid` (the greatest timestamp), as (timestamp, base offset).
+    pub fn time_index_last(&self, uid: u64) -> Result<Option<(i64, i64)>> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(cf::TIME_INDEX));
+        iter.seek_for_prev(keys::time_index_key(uid, i64::MAX, i64::MAX));
+        iter.status()?;
+        Ok(iter.key().and_then(keys::decode_time_index_key).filter(|e| e.0 == uid).map(|e| (e.1, e.2)))
+    }
+
+    /// Time-index entries of `uid` whose base offset is below `offset`, in order.
+    pub fn time_index_before(&self, uid: u64, offset: i64) -> Result<Vec<(i64, i64)>> {
+        let prefix = keys::uid_prefix(uid);
+        let iter = self.db.prefix_iterator_cf(self.cf(cf::TIME_INDEX), prefix);
+        let mut entries = Vec::new();
+        for item in iter {
+            let (key, _) = item?;
+            match keys::decode_time_index_key(&key) {
+                Some((owner, ts, base)) if owner == uid && base < offset => entries.push((ts, base)),
+                _ => break,
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The state row of partition (or Raft group) `uid`.
+    pub fn partition_state(&self, uid: u64) -> Result<Option<PartitionState>> {
+        match self.db.get_cf(self.cf(cf::PARTITION), keys::uid_prefix(uid))? {
+            Some(bytes) => Ok(Some(PartitionState::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// All producer-state rows of partition `uid`, as (producer id, value).
+    pub fn producer_states(&self, uid: u64) -> Result<Vec<(i64, Vec<u8>)>> {
+        self.tagged_rows(uid, keys::decode_producer_key)
+    }
+
+    /// The leader epochs of partition `uid` with the offset each began at, in order.
+    pub fn epoch_starts(&self, uid: u64) -> Result<Vec<(i64, i64)>> {
+        let rows = self.tagged_rows(uid, keys::decode_epoch_key)?;
+        rows.into_iter()
+            .map(|(epoch, value)| {
+                let raw: [u8; 8] = value.as_slice().try_into().map_err(|_| Error::CorruptKey(cf::PARTITION))?;
+                Ok((epoch, i64::from_be_bytes(raw)))
+            })
+            .collect()
+    }
+
+    fn tagged_rows(&self, uid: u64, decode: fn(&[u8]) -> Option<(u64, i64)>) -> Result<Vec<(i64, Vec<u8>)>> {
+        let prefix = keys::uid_prefix(uid);
+        let mut rows = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(cf::PARTITION), prefix) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if let Some((_, id)) = decode(&key) {
+                rows.push((id, value.to_vec()));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// All rows of the `cluster` column family whose key starts with `prefix`.
+    pub fn cluster_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut rows = Vec::new();
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf::CLUSTER), IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            rows.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(rows)
+    }
+
+    /// One row of the `cluster` column family.
+    pub fn cluster_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf::CLUSTER), key)?)
+    }
+
+    /// One row of the `meta` column family.
+    pub fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf::META), key)?)
+    }
+
+    /// A RocksDB property of one column family (for metrics and the dump tool).
+    pub fn property_u64(&self, cf_name: &str, name: &str) -> Result<Option<u64>> {
+        Ok(self.db.property_int_value_cf(self.cf(cf_name), name)?)
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // Every name in cf::ALL is opened in `open`, and callers only pass those constants.
+        self.db.cf_handle(name).expect("column family opened at start-up")
+    }
+}
+
+fn cf_options(name: &str) -> Options {
+    let mut opts = Options::default();
+    if name == cf::LOG {
+        // Batches are stored as producers compressed them; compressing again buys little.
+        opts.set_compression_type(DBCompressionType::None);
+        opts.set_write_buffer_size(128 << 20);
+        opts.set_target_file_size_base(128 << 20);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_size(64 << 10);
+        opts.set_block_based_table_factory(&table);
+    } else {
+        opts.set_compression_type(DBCompressionType::Lz4);
+    }
+    opts.set_level_compaction_dynamic_level_bytes(true);
+    opts
+}
+
+/// Changes to apply atomically with [`Engine::write`]; made by [`Engine::batch`].
+pub struct WriteBatch<'a> {
+    engine: &'a Engine,
+    inner: rocksdb::WriteBatch,
+}
+
+impl WriteBatch<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Writes what the batch holds so far (memtable only, like an apply write) and
+    /// empties it, so that later reads see it.
+    pub fn write_now(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.inner);
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
+        self.engine.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// Stores one batch of partition `uid` at `base_offset`.
+    pub fn put_batch(&mut self, uid: u64, base_offset: i64, data: &[u8]) {
+        self.put(cf::LOG, &keys::log_key(uid, base_offset), data);
+    }
+
+    pub fn put_time_index(&mut self, uid: u64, timestamp: i64, base_offset: i64) {
+        self.put(cf::TIME_INDEX, &keys::time_index_key(uid, timestamp, base_offset), &[]);
+    }
+
+    pub fn delete_time_index(&mut self, uid: u64, timestamp: i64, base_offset: i64) {
+        let key = keys::time_index_key(uid, timestamp, base_offset);
+        self.inner.delete_cf(self.engine.cf(cf::TIME_INDEX), key);
+    }
+
+    /// Deletes the batches of `uid` whose base offset is below `offset`.
+    pub fn delete_batches_before(&mut self, uid: u64, offset: i64) {
+        let (from, to) = (keys::log_key(uid, 0), keys::log_key(uid, offset.max(0)));
+        self.inner.delete_range_cf(self.engine.cf(cf::LOG), from, to);
+    }
+
+    pub fn put_partition_state(&mut self, uid: u64, state: &PartitionState) {
+        self.put(cf::PARTITION, &keys::uid_prefix(uid), &state.encode());
+    }
+
+    pub fn put_producer_state(&mut self, uid: u64, producer_id: i64, value: &[u8]) {
+        self.put(cf::PARTITION, &keys::producer_key(uid, producer_id), value);
+    }
+
+    pub fn put_epoch_start(&mut self, uid: u64, epoch: i64, start_offset: i64) {
+        self.put(cf::PARTITION, &keys::epoch_key(uid, epoch), &start_offset.to_be_bytes());
+    }
+
+    /// Deletes everything stored for partition `uid`: batches, time index, state rows.
+    pub fn delete_partition(&mut self, uid: u64) {
+        let (from, to) = (keys::uid_prefix(uid), keys::uid_prefix(uid + 1));
+        for name in [cf::LOG, cf::TIME_INDEX, cf::PARTITION] {
+            self.inner.delete_range_cf(self.engine.cf(name), from, to);
+        }
+    }
+
+    pub fn put_cluster(&mut self, key: &[u8], value: &[u8]) {
+        self.put(cf::CLUSTER, key, value);
+    }
+
+    pub fn delete_cluster(&mut self, key: &[u8]) {
+        self.inner.delete_cf(self.engine.cf(cf::CLUSTER), key);
+    }
+
+    pub fn put_meta(&mut self, key: &[u8], value: &[u8]) {
+        self.put(cf::META, key, value);
+    }
+
+    fn put(&mut self, cf_name: &str, key: &[u8], value: &[u8]) {
+        self.inner.put_cf(self.engine.cf(cf_name), key, value);
+    }
+}
+
+#[cfg(test)]
+mod tests;

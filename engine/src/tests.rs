@@ -1,0 +1,111 @@
+use super::*;
+
+fn open() -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("open");
+    (dir, engine)
+}
+
+fn append(engine: &Engine, uid: u64, batches: &[(i64, &[u8])]) {
+    let mut wb = engine.batch();
+    for (base, data) in batches {
+        wb.put_batch(uid, *base, data);
+    }
+    engine.write(wb, Durability::Memtable).expect("write");
+}
+
+fn read(engine: &Engine, uid: u64, from: i64, end: i64, max_bytes: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    engine.read_batches(uid, from, end, max_bytes, true, &mut out).expect("read");
+    out
+}
+
+#[test]
+fn fetch_inside_a_batch_returns_that_batch() {
+    let (_dir, engine) = open();
+    append(&engine, 7, &[(0, b"aaaa"), (4, b"bb"), (6, b"cccccc")]);
+    append(&engine, 8, &[(0, b"other")]);
+    assert_eq!(read(&engine, 7, 0, 12, 100), b"aaaabbcccccc");
+    assert_eq!(read(&engine, 7, 5, 12, 100), b"bbcccccc");
+    assert_eq!(read(&engine, 7, 6, 12, 100), b"cccccc");
+    // The end bound is exclusive on base offsets: the last batch is not yet visible.
+    assert_eq!(read(&engine, 7, 0, 6, 100), b"aaaabb");
+    assert_eq!(read(&engine, 8, 0, 1, 100), b"other");
+    assert_eq!(read(&engine, 9, 0, 100, 100), b"");
+}
+
+#[test]
+fn max_bytes_stops_at_whole_batches_but_returns_one() {
+    let (_dir, engine) = open();
+    append(&engine, 1, &[(0, b"aaaa"), (4, b"bb")]);
+    assert_eq!(read(&engine, 1, 0, 10, 5), b"aaaa");
+    assert_eq!(read(&engine, 1, 0, 10, 2), b"aaaa");
+    let mut out = Vec::new();
+    assert_eq!(engine.read_batches(1, 0, 10, 2, false, &mut out).expect("read"), 0);
+}
+
+#[test]
+fn retention_deletes_whole_batches_before_an_offset() {
+    let (_dir, engine) = open();
+    append(&engine, 3, &[(0, b"a"), (10, b"b"), (20, b"c")]);
+    let mut wb = engine.batch();
+    wb.delete_batches_before(3, 20);
+    engine.write(wb, Durability::Memtable).expect("write");
+    assert_eq!(read(&engine, 3, 0, 30, 100), b"c");
+    assert_eq!(engine.batch_sizes(3, 0, 30).expect("sizes"), vec![(20, 1)]);
+}
+
+#[test]
+fn time_index_seeks_by_timestamp() {
+    let (_dir, engine) = open();
+    let mut wb = engine.batch();
+    wb.put_time_index(5, 100, 0);
+    wb.put_time_index(5, 200, 10);
+    wb.put_time_index(6, 50, 0);
+    engine.write(wb, Durability::Memtable).expect("write");
+    assert_eq!(engine.time_index_seek(5, 150).expect("seek"), Some((200, 10)));
+    assert_eq!(engine.time_index_seek(5, 100).expect("seek"), Some((100, 0)));
+    assert_eq!(engine.time_index_seek(5, 201).expect("seek"), None);
+    assert_eq!(engine.time_index_last(5).expect("last"), Some((200, 10)));
+    assert_eq!(engine.time_index_before(5, 10).expect("before"), vec![(100, 0)]);
+}
+
+#[test]
+fn state_survives_reopen_after_flush_and_delete_partition_clears_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = PartitionState {
+        applied_index: 9,
+        applied_term: 2,
+        log_start_offset: 3,
+        next_offset: 40,
+        max_timestamp: -1,
+        size_bytes: 1234,
+    };
+    {
+        let engine = Engine::open(dir.path()).expect("open");
+        let mut wb = engine.batch();
+        wb.put_partition_state(4, &state);
+        wb.put_producer_state(4, 77, b"p");
+        wb.put_batch(4, 0, b"x");
+        wb.put_cluster(b"t/a", b"1");
+        engine.write(wb, Durability::Memtable).expect("write");
+        engine.flush().expect("flush");
+    }
+    let engine = Engine::open(dir.path()).expect("reopen");
+    assert_eq!(engine.partition_state(4).expect("state"), Some(state));
+    assert_eq!(engine.producer_states(4).expect("producers"), vec![(77, b"p".to_vec())]);
+    assert_eq!(engine.cluster_scan(b"t/").expect("scan"), vec![(b"t/a".to_vec(), b"1".to_vec())]);
+    let mut wb = engine.batch();
+    wb.delete_partition(4);
+    engine.write(wb, Durability::Synced).expect("write");
+    assert_eq!(engine.partition_state(4).expect("state"), None);
+    assert!(engine.producer_states(4).expect("producers").is_empty());
+    assert_eq!(read(&engine, 4, 0, 10, 10), b"");
+}
+
+#[test]
+fn corrupt_state_row_is_an_error() {
+    assert!(PartitionState::decode(&[1, 2, 3]).is_err());
+    let row = PartitionState::default().encode();
+    assert_eq!(PartitionState::decode(&row).expect("decode"), PartitionState::default());
+}

@@ -1,0 +1,34 @@
+use std::sync::Arc;
+
+use chronik_replication::topic_config::TopicDefaults;
+use chronik_replication::Replication;
+
+/// Settings the Kafka layer needs.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// Host and port clients are told to connect to.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub topic_defaults: TopicDefaults,
+    /// Largest request frame accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Requests of one connection being processed at once.
+    pub max_inflight_per_connection: usize,
+}
+
+/// What every handler sees.
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub replication: Arc<Replication>,
+}
+
+impl Broker {
+    pub fn new(config: BrokerConfig, replication: Arc<Replication>) -> Arc<Broker> {
+        Arc::new(Broker { config, replication })
+    }
+}

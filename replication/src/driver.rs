@@ -1,0 +1,466 @@
+//! The Raft driver: one thread that owns every group's `RawNode`.
+//!
+//! A round: take all queued proposals, tick if due, collect the `Ready` of every group,
+//! persist all their entries and hard states in ONE raft-engine write with ONE fsync,
+//! advance, apply all committed entries in ONE RocksDB write (no WAL: raft-engine holds
+//! the log), then answer the proposals and publish the new offsets. Proposals that
+//! arrive during a round's fsync ride the next round: that is the group commit.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chronik_engine::{Durability, Engine, PartitionState, WriteBatch};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+use raft::eraftpb::{Entry, EntryType};
+use raft::{RawNode, StateRole};
+use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, ReadableSize};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use crate::command::{self, PartitionCommand};
+use crate::metadata::{ClusterMeta, MetaEffects, MetaOutcome, PartitionMeta};
+use crate::partition::PartitionMachine;
+use crate::storage::GroupStorage;
+use crate::view::{PartitionView, Views};
+use crate::{logger, metrics, AppendError, AppendOutcome, ReplicationConfig, ReplicationError};
+
+const META_GROUP: u64 = 0;
+/// Proposals taken from the queue per round at most, so ticks are never starved.
+const MAX_PROPOSALS_PER_ROUND: usize = 8192;
+
+/// What applying one proposal produced.
+#[derive(Debug)]
+pub enum Applied {
+    Append(Result<AppendOutcome, AppendError>),
+    Trim(i64),
+    Meta(MetaOutcome),
+}
+
+pub(crate) type ApplyResult = Result<Applied, ReplicationError>;
+type Reply = oneshot::Sender<ApplyResult>;
+
+enum Msg {
+    Propose { group: u64, data: Vec<u8>, reply: Reply, permit: OwnedSemaphorePermit },
+    Compact(Vec<(u64, u64)>),
+    Shutdown,
+}
+
+/// A proposal waiting for its entry to be applied.
+struct Pending {
+    index: u64,
+    term: u64,
+    reply: Reply,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum Machine {
+    Meta(ClusterMeta),
+    Partition(PartitionMachine),
+}
+
+struct Group {
+    node: RawNode<GroupStorage>,
+    machine: Machine,
+    pending: VecDeque<Pending>,
+    view: Option<Arc<PartitionView>>,
+    applied: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+pub(crate) struct DriverHandle {
+    tx: Sender<Msg>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl DriverHandle {
+    pub fn start(config: &ReplicationConfig, engine: Arc<Engine>, views: Arc<Views>) -> Result<DriverHandle, ReplicationError> {
+        let log_config = LogConfig {
+            dir: config.raft_dir.to_string_lossy().into_owned(),
+            // Record batches arrive compressed by producers; compressing them again costs CPU.
+            batch_compression_threshold: ReadableSize(0),
+            ..Default::default()
+        };
+        let log = Arc::new(LogEngine::open(log_config)?);
+        let (tx, rx) = unbounded();
+        let mut driver = Driver {
+            node_id: config.node_id,
+            tick_interval: config.tick_interval,
+            log,
+            engine,
+            views,
+            groups: BTreeMap::new(),
+            rx,
+            pending_log: LogBatch::default(),
+            replies: Vec::new(),
+            fsyncs: 0,
+        };
+        driver.restore()?;
+        let thread = std::thread::Builder::new()
+            .name("raft-driver".into())
+            .spawn(move || driver.run())
+            .map_err(|e| ReplicationError::Internal(format!("cannot start the raft driver: {e}")))?;
+        Ok(DriverHandle { tx, thread: Arc::new(Mutex::new(Some(thread))) })
+    }
+
+    pub fn propose(&self, group: u64, data: Vec<u8>, reply: Reply, permit: OwnedSemaphorePermit) -> Result<(), ReplicationError> {
+        self.tx.send(Msg::Propose { group, data, reply, permit }).map_err(|_| ReplicationError::Shutdown)
+    }
+
+    pub fn compact(&self, applied: Vec<(u64, u64)>) -> Result<(), ReplicationError> {
+        self.tx.send(Msg::Compact(applied)).map_err(|_| ReplicationError::Shutdown)
+    }
+
+    /// Stops the driver after its current round and waits for it.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Msg::Shutdown);
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Driver {
+    node_id: u64,
+    tick_interval: Duration,
+    log: Arc<LogEngine>,
+    engine: Arc<Engine>,
+    views: Arc<Views>,
+    groups: BTreeMap<u64, Group>,
+    rx: Receiver<Msg>,
+    /// raft-engine writes made between rounds (new groups, compaction), persisted with
+    /// the next round's write.
+    pending_log: LogBatch,
+    replies: Vec<(Reply, ApplyResult)>,
+    fsyncs: u64,
+}
+
+impl Driver {
+    /// Opens group 0 and every partition group the metadata places on this node.
+    fn restore(&mut self) -> Result<(), ReplicationError> {
+        let meta = ClusterMeta::load(&self.engine)?;
+        let partitions: Vec<PartitionMeta> =
+            meta.topics.values().flat_map(|t| t.partitions.iter().cloned()).collect();
+        self.views.set_cluster(Arc::new(meta.clone()));
+        self.open_group(META_GROUP, &[self.node_id], Machine::Meta(meta))?;
+        let node_id = self.node_id;
+        for p in partitions.iter().filter(|p| p.replicas.contains(&node_id)) {
+            self.open_partition(p)?;
+        }
+        // Persist bootstrap state before any proposal can be acknowledged.
+        self.log.write(&mut self.pending_log, true)?;
+        Ok(())
+    }
+
+    fn open_partition(&mut self, p: &PartitionMeta) -> Result<(), ReplicationError> {
+        let machine = PartitionMachine::load(&self.engine, p.uid)?;
+        self.open_group(p.uid, &p.replicas, Machine::Partition(machine))
+    }
+
+    fn open_group(&mut self, id: u64, voters: &[u64], machine: Machine) -> Result<(), ReplicationError> {
+        let applied = match &machine {
+            Machine::Partition(m) => m.state.applied_index,
+            Machine::Meta(_) => self.engine.partition_state(id)?.map_or(0, |s| s.applied_index),
+        };
+        let mut storage = match GroupStorage::load(id, self.log.clone())? {
+            Some(storage) => storage,
+            None => GroupStorage::bootstrap(id, self.log.clone(), voters, &mut self.pending_log)?,
+        };
+        storage.ensure_committed(applied);
+        let config = raft::Config {
+            id: self.node_id,
+            election_tick: 10,
+            heartbeat_tick: 3,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let mut node = RawNode::new(&config, storage, &logger::raft_logger(id))?;
+        if voters == [self.node_id] {
+            // A single voter elects itself at once.
+            node.campaign()?;
+        }
+        let view = match &machine {
+            Machine::Partition(m) => {
+                let view = Arc::new(PartitionView::new(id));
+                view.publish(m.state.next_offset, m.state.log_start_offset, node.raft.term, node.raft.leader_id);
+                self.views.insert_partition(view.clone());
+                Some(view)
+            }
+            Machine::Meta(_) => None,
+        };
+        let applied_cell = self.views.applied_cell(id);
+        applied_cell.store(applied, Ordering::Release);
+        self.groups.insert(id, Group { node, machine, pending: VecDeque::new(), view, applied: applied_cell });
+        Ok(())
+    }
+
+    fn run(mut self) {
+        let mut next_tick = Instant::now() + self.tick_interval;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(timeout) {
+                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(msg) => {
+                    if !self.handle(msg) {
+                        break;
+                    }
+                    let mut taken = 1;
+                    while taken < MAX_PROPOSALS_PER_ROUND {
+                        match self.rx.try_recv() {
+                            Ok(msg) => {
+                                if !self.handle(msg) {
+                                    return self.finish();
+                                }
+                                taken += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                for group in self.groups.values_mut() {
+                    group.node.tick();
+                }
+                next_tick = Instant::now() + self.tick_interval;
+            }
+            if let Err(e) = self.round() {
+                // A failed write to the Raft log or the store cannot be retried safely.
+                tracing::error!(error = %e, "raft round failed; stopping the driver");
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    /// Handles one message; false means stop.
+    fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Propose { group, data, reply, permit } => self.propose(group, data, reply, permit),
+            Msg::Compact(applied) => self.compact(applied),
+            Msg::Shutdown => return false,
+        }
+        true
+    }
+
+    fn propose(&mut self, id: u64, data: Vec<u8>, reply: Reply, permit: OwnedSemaphorePermit) {
+        let Some(group) = self.groups.get_mut(&id) else {
+            let _ = reply.send(Err(ReplicationError::UnknownPartition));
+            return;
+        };
+        if group.node.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(ReplicationError::NotLeader));
+            return;
+        }
+        match group.node.propose(Vec::new(), data) {
+            Ok(()) => {
+                let index = group.node.raft.raft_log.last_index();
+                let term = group.node.raft.term;
+                group.pending.push_back(Pending { index, term, reply, _permit: permit });
+                metrics::PROPOSALS.inc();
+            }
+            Err(_) => {
+                let _ = reply.send(Err(ReplicationError::NotLeader));
+            }
+        }
+    }
+
+    fn compact(&mut self, applied: Vec<(u64, u64)>) {
+        for (id, index) in applied {
+            if let Some(group) = self.groups.get_mut(&id) {
+                if let Err(e) = group.node.mut_store().compact(index, &mut self.pending_log) {
+                    tracing::warn!(group = id, error = %e, "raft log compaction skipped");
+                }
+            }
+        }
+        if let Err(e) = self.log.write(&mut self.pending_log, false) {
+            tracing::warn!(error = %e, "raft log compaction write failed");
+        }
+        if let Err(e) = self.log.purge_expired_files() {
+            tracing::warn!(error = %e, "raft log purge failed");
+        }
+    }
+
+    fn round(&mut self) -> Result<(), ReplicationError> {
+        let mut log_batch = std::mem::take(&mut self.pending_log);
+        let mut readies = Vec::new();
+        for (id, group) in self.groups.iter_mut() {
+            if !group.node.has_ready() {
+                continue;
+            }
+            let ready = group.node.ready();
+            // Messages to other replicas travel with the cluster transport; a
+            // single-voter group produces none.
+            let store = group.node.mut_store();
+            store.append(ready.entries(), &mut log_batch)?;
+            if let Some(hs) = ready.hs() {
+                store.set_hard_state(hs, &mut log_batch)?;
+            }
+            readies.push((*id, ready));
+        }
+        if readies.is_empty() && log_batch.is_empty() {
+            return Ok(());
+        }
+        if !log_batch.is_empty() {
+            self.log.write(&mut log_batch, true)?;
+            self.fsyncs += 1;
+            metrics::FSYNCS.inc();
+        }
+        metrics::ROUNDS.inc();
+
+        let engine = self.engine.clone();
+        let mut wb = engine.batch();
+        let mut touched = Vec::with_capacity(readies.len());
+        for (id, mut ready) in readies {
+            let committed = ready.take_committed_entries();
+            self.apply(id, committed, &mut wb)?;
+            let Some(group) = self.groups.get_mut(&id) else { continue };
+            let mut light = group.node.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                group.node.mut_store().set_commit(commit, &mut self.pending_log)?;
+            }
+            let committed = light.take_committed_entries();
+            self.apply(id, committed, &mut wb)?;
+            if let Some(group) = self.groups.get_mut(&id) {
+                group.node.advance_apply();
+                touched.push(id);
+            }
+        }
+        engine.write(wb, Durability::Memtable)?;
+
+        for (reply, result) in self.replies.drain(..) {
+            let _ = reply.send(result);
+        }
+        for id in touched {
+            let Some(group) = self.groups.get_mut(&id) else { continue };
+            let applied = group.node.raft.raft_log.applied;
+            group.applied.store(applied, Ordering::Release);
+            group.node.mut_store().evict_applied(applied);
+            if let (Some(view), Machine::Partition(m)) = (&group.view, &group.machine) {
+                let leader = if group.node.raft.state == StateRole::Leader { self.node_id } else { group.node.raft.leader_id };
+                view.publish(m.state.next_offset, m.state.log_start_offset, group.node.raft.term, leader);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, id: u64, entries: Vec<Entry>, wb: &mut WriteBatch<'_>) -> Result<(), ReplicationError> {
+        metrics::APPLIED_ENTRIES.inc_by(entries.len() as u64);
+        for entry in entries {
+            let Some(group) = self.groups.get_mut(&id) else { return Ok(()) };
+            let result = match &mut group.machine {
+                Machine::Partition(m) => {
+                    m.on_entry(entry.index, entry.term, wb);
+                    let result = apply_partition(m, &self.engine, &entry, wb)?;
+                    wb.put_partition_state(id, &m.state);
+                    result
+                }
+                Machine::Meta(meta) => {
+                    let mut effects = MetaEffects::default();
+                    let result = apply_meta(meta, &entry, wb, &mut effects);
+                    let state = PartitionState { applied_index: entry.index, applied_term: entry.term, ..Default::default() };
+                    wb.put_partition_state(META_GROUP, &state);
+                    self.views.set_cluster(Arc::new(meta.clone()));
+                    self.apply_effects(effects)?;
+                    result
+                }
+            };
+            if let Some(group) = self.groups.get_mut(&id) {
+                settle(&mut group.pending, &entry, result, &mut self.replies);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts and stops partition groups after a metadata change.
+    fn apply_effects(&mut self, effects: MetaEffects) -> Result<(), ReplicationError> {
+        for uid in effects.deleted {
+            if let Some(mut group) = self.groups.remove(&uid) {
+                for p in group.pending.drain(..) {
+                    self.replies.push((p.reply, Err(ReplicationError::UnknownPartition)));
+                }
+            }
+            self.views.remove_group(uid);
+            self.pending_log.add_command(uid, raft_engine::Command::Clean);
+        }
+        let node_id = self.node_id;
+        for p in effects.created.iter().filter(|p| p.replicas.contains(&node_id)) {
+            self.open_partition(p)?;
+        }
+        Ok(())
+    }
+}
+
+impl Driver {
+    fn finish(mut self) {
+        for group in self.groups.values_mut() {
+            for p in group.pending.drain(..) {
+                let _ = p.reply.send(Err(ReplicationError::Shutdown));
+            }
+        }
+        tracing::info!(fsyncs = self.fsyncs, "raft driver stopped");
+    }
+}
+
+fn apply_partition(
+    m: &mut PartitionMachine,
+    engine: &Engine,
+    entry: &Entry,
+    wb: &mut WriteBatch<'_>,
+) -> Result<Option<Applied>, ReplicationError> {
+    if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+        return Ok(None);
+    }
+    let data: &Bytes = &entry.data;
+    Ok(match command::decode_partition(data) {
+        Some(PartitionCommand::Append(records)) => Some(Applied::Append(m.append(&records, entry.term, wb))),
+        Some(PartitionCommand::Trim { log_start_offset }) => {
+            // Trim reads the store: write what this round applied so far first, so the
+            // result does not depend on how entries were grouped into rounds.
+            wb.write_now()?;
+            Some(Applied::Trim(m.trim(engine, log_start_offset, wb)?))
+        }
+        None => {
+            tracing::error!(index = entry.index, "undecodable partition command skipped");
+            None
+        }
+    })
+}
+
+fn apply_meta(meta: &mut ClusterMeta, entry: &Entry, wb: &mut WriteBatch<'_>, effects: &mut MetaEffects) -> Option<Applied> {
+    if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+        return None;
+    }
+    match command::decode_meta(&entry.data) {
+        Some(cmd) => Some(Applied::Meta(meta.apply(cmd, wb, effects))),
+        None => {
+            tracing::error!(index = entry.index, "undecodable metadata command skipped");
+            None
+        }
+    }
+}
+
+/// Answers the proposals settled by applying `entry`: the one that proposed it (same
+/// index and term) gets the result; any older or overwritten one lost its entry.
+fn settle(pending: &mut VecDeque<Pending>, entry: &Entry, result: Option<Applied>, replies: &mut Vec<(Reply, ApplyResult)>) {
+    let mut result = result;
+    while let Some(p) = pending.front() {
+        if p.index > entry.index {
+            break;
+        }
+        let Some(p) = pending.pop_front() else { break };
+        let answer = match (p.index == entry.index && p.term == entry.term, result.take()) {
+            (true, Some(applied)) => Ok(applied),
+            _ => Err(ReplicationError::NotLeader),
+        };
+        replies.push((p.reply, answer));
+    }
+}

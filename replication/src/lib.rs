@@ -1,0 +1,203 @@
+//! Multi-Raft replication: one Raft group for cluster metadata (group 0) and one per
+//! partition, all logged in one raft-engine and applied into one RocksDB.
+//!
+//! Layers: [`Replication`] is the async API that kafka-api sees; it sends proposals
+//! over a channel to the driver thread (`driver`), which owns every `RawNode`, persists
+//! the entries of all groups with one raft-engine write and one fsync per round, applies
+//! committed entries with one RocksDB write per round, and answers each proposal on apply.
+//! [`metadata`] and `partition` are the deterministic state machines.
+//!
+//! Architecture invariant: only the driver thread touches a `RawNode` or writes the
+//! store; tokio tasks reach it only through its channel and read the shared views.
+
+pub mod command;
+mod driver;
+mod error;
+mod log_gc;
+mod logger;
+mod metrics;
+pub mod metadata;
+mod partition;
+pub mod record_batch;
+pub mod retention;
+mod storage;
+pub mod topic_config;
+mod view;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronik_engine::Engine;
+use tokio::sync::{oneshot, Semaphore};
+
+pub use driver::Applied;
+pub use error::{AppendError, ReplicationError};
+pub use metadata::{ClusterMeta, MetaOutcome, MetaRejection, PartitionMeta, TopicMeta};
+pub use view::{PartitionView, ReadOutcome};
+
+use command::{MetaCommand, PartitionCommand};
+
+/// Where the first record of an appended request landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// Settings of the replication layer.
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    pub node_id: u64,
+    /// Directory of the raft-engine log.
+    pub raft_dir: PathBuf,
+    /// One Raft tick; elections and heartbeats count in ticks.
+    pub tick_interval: Duration,
+    /// Proposals waiting for apply, node-wide; producers wait beyond this.
+    pub max_inflight_proposals: usize,
+    /// How often applied state is flushed so the Raft log can be compacted.
+    pub log_gc_interval: Duration,
+}
+
+impl ReplicationConfig {
+    pub fn new(node_id: u64, raft_dir: PathBuf) -> ReplicationConfig {
+        ReplicationConfig {
+            node_id,
+            raft_dir,
+            tick_interval: Duration::from_millis(100),
+            max_inflight_proposals: 4096,
+            log_gc_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The handle kafka-api uses: propose, await apply, read.
+pub struct Replication {
+    node_id: u64,
+    engine: Arc<Engine>,
+    views: Arc<view::Views>,
+    driver: driver::DriverHandle,
+    inflight: Arc<Semaphore>,
+    _log_gc: log_gc::LogGc,
+}
+
+impl Replication {
+    /// Opens the Raft log, restores every group and starts the driver thread.
+    pub fn start(config: ReplicationConfig, engine: Arc<Engine>) -> Result<Replication, ReplicationError> {
+        let views = Arc::new(view::Views::default());
+        let driver = driver::DriverHandle::start(&config, engine.clone(), views.clone())?;
+        let log_gc = log_gc::LogGc::start(config.log_gc_interval, engine.clone(), views.clone(), driver.clone());
+        Ok(Replication {
+            node_id: config.node_id,
+            engine,
+            views,
+            driver,
+            inflight: Arc::new(Semaphore::new(config.max_inflight_proposals)),
+            _log_gc: log_gc,
+        })
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The current cluster metadata.
+    pub fn cluster(&self) -> Arc<ClusterMeta> {
+        self.views.cluster()
+    }
+
+    /// The live view of a partition hosted on this node.
+    pub fn partition(&self, uid: u64) -> Option<Arc<PartitionView>> {
+        self.views.partition(uid)
+    }
+
+    /// Proposes an append of `records` (already validated v2 batches) and returns a
+    /// future for its outcome. The proposal is queued before this returns, so calls
+    /// made in order are applied in order.
+    pub async fn submit_append(
+        &self,
+        uid: u64,
+        records: &[u8],
+    ) -> Result<impl std::future::Future<Output = Result<AppendOutcome, ReplicationError>>, ReplicationError> {
+        let data = command::encode_partition_append(records);
+        let rx = self.submit(uid, data).await?;
+        Ok(async move {
+            match rx.await.map_err(|_| ReplicationError::Shutdown)?? {
+                Applied::Append(result) => result.map_err(ReplicationError::Append),
+                other => Err(ReplicationError::Internal(format!("unexpected apply result {other:?}"))),
+            }
+        })
+    }
+
+    /// Moves the log start of a partition forward; returns the new log start.
+    pub async fn trim(&self, uid: u64, log_start_offset: i64) -> Result<i64, ReplicationError> {
+        let data = command::encode_partition(&PartitionCommand::Trim { log_start_offset });
+        match self.submit(uid, data).await?.await.map_err(|_| ReplicationError::Shutdown)?? {
+            Applied::Trim(start) => Ok(start),
+            other => Err(ReplicationError::Internal(format!("unexpected apply result {other:?}"))),
+        }
+    }
+
+    /// Proposes a metadata change through group 0 and waits until it is applied.
+    pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<MetaOutcome, ReplicationError> {
+        let data = command::encode_meta(&cmd);
+        match self.submit(0, data).await?.await.map_err(|_| ReplicationError::Shutdown)?? {
+            Applied::Meta(outcome) => Ok(outcome),
+            other => Err(ReplicationError::Internal(format!("unexpected apply result {other:?}"))),
+        }
+    }
+
+    async fn submit(&self, group: u64, data: Vec<u8>) -> Result<oneshot::Receiver<driver::ApplyResult>, ReplicationError> {
+        let permit = self.inflight.clone().acquire_owned().await.map_err(|_| ReplicationError::Shutdown)?;
+        let (tx, rx) = oneshot::channel();
+        self.driver.propose(group, data, tx, permit)?;
+        Ok(rx)
+    }
+
+    /// Appends whole batches of `uid` from the one containing `from` to `out`, up to the
+    /// high watermark. Blocking (RocksDB reads): call from a blocking context.
+    pub fn read(&self, uid: u64, from: i64, max_bytes: usize, min_one: bool, out: &mut Vec<u8>) -> Result<ReadOutcome, ReplicationError> {
+        let view = self.views.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
+        view.read(&self.engine, from, max_bytes, min_one, out)
+    }
+
+    /// The stored batch that holds the first record with a timestamp `>= timestamp`
+    /// (or the batch with the greatest timestamp when `timestamp` is `None`).
+    pub fn batch_by_timestamp(&self, uid: u64, timestamp: Option<i64>) -> Result<Option<Vec<u8>>, ReplicationError> {
+        let view = self.views.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
+        let entry = match timestamp {
+            Some(ts) => self.engine.time_index_seek(uid, ts)?,
+            None => self.engine.time_index_last(uid)?,
+        };
+        let Some((_, base)) = entry else { return Ok(None) };
+        if base < view.log_start_offset() {
+            return Ok(None);
+        }
+        Ok(self.engine.stored_batch(uid, base)?)
+    }
+
+    /// Leader epochs of a partition with the offset each began at.
+    pub fn epoch_starts(&self, uid: u64) -> Result<Vec<(i64, i64)>, ReplicationError> {
+        Ok(self.engine.epoch_starts(uid)?)
+    }
+
+    /// Stored batch sizes of `uid` from its log start (for size-based retention).
+    pub fn batch_sizes(&self, uid: u64) -> Result<Vec<(i64, usize)>, ReplicationError> {
+        let view = self.views.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
+        Ok(self.engine.batch_sizes(uid, view.log_start_offset(), view.high_watermark())?)
+    }
+
+    /// Stops the driver after the current round and flushes applied state.
+    pub fn shutdown(&self) {
+        self.driver.shutdown();
+        if let Err(e) = self.engine.flush() {
+            tracing::error!(error = %e, "flush at shutdown failed");
+        }
+    }
+}
+
+impl Drop for Replication {
+    fn drop(&mut self) {
+        self.driver.shutdown();
+    }
+}

@@ -1,0 +1,180 @@
+//! The metadata group's state machine: topics, their partitions and configs, and
+//! id counters. Rows live in the `cluster` column family as JSON; the whole state is
+//! also held in memory as an immutable [`ClusterMeta`] that readers share.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chronik_engine::{Engine, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::command::MetaCommand;
+
+const TOPIC_PREFIX: &[u8] = b"topic/";
+const NEXT_UID_KEY: &[u8] = b"next/uid";
+const NEXT_PRODUCER_ID_KEY: &[u8] = b"next/producer_id";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    /// Node-wide id of the partition: its Raft group id and its key prefix in storage.
+    pub uid: u64,
+    pub replicas: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: [u8; 16],
+    pub partitions: Vec<PartitionMeta>,
+    /// Only the configs set on the topic; defaults come from the broker.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A consistent view of the cluster metadata.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMeta {
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    next_uid: u64,
+    next_producer_id: i64,
+}
+
+/// What applying a metadata command produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaOutcome {
+    Done,
+    ProducerId(i64),
+    Rejected(MetaRejection),
+}
+
+/// Why the metadata group refused a command (decided deterministically at apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaRejection {
+    TopicExists,
+    UnknownTopic,
+    InvalidPartitions(String),
+}
+
+/// Partition groups that appeared or vanished because of a command.
+#[derive(Debug, Default)]
+pub struct MetaEffects {
+    pub created: Vec<PartitionMeta>,
+    pub deleted: Vec<u64>,
+}
+
+impl ClusterMeta {
+    pub fn load(engine: &Engine) -> chronik_engine::Result<ClusterMeta> {
+        let mut meta = ClusterMeta { next_uid: 1, next_producer_id: 1000, ..Default::default() };
+        for (_, value) in engine.cluster_scan(TOPIC_PREFIX)? {
+            if let Ok(topic) = serde_json::from_slice::<TopicMeta>(&value) {
+                meta.topics.insert(topic.name.clone(), Arc::new(topic));
+            }
+        }
+        if let Some(raw) = engine.cluster_get(NEXT_UID_KEY)? {
+            meta.next_uid = decode_u64(&raw).unwrap_or(meta.next_uid);
+        }
+        if let Some(raw) = engine.cluster_get(NEXT_PRODUCER_ID_KEY)? {
+            meta.next_producer_id = decode_u64(&raw).map_or(meta.next_producer_id, |v| v as i64);
+        }
+        Ok(meta)
+    }
+
+    pub fn topic_by_uid(&self, uid: u64) -> Option<(&Arc<TopicMeta>, i32)> {
+        self.topics.values().find_map(|t| {
+            let index = t.partitions.iter().position(|p| p.uid == uid)?;
+            Some((t, index as i32))
+        })
+    }
+
+    /// Applies `command`, recording rows in `wb` and the groups to start or stop in `effects`.
+    pub fn apply(&mut self, command: MetaCommand, wb: &mut WriteBatch<'_>, effects: &mut MetaEffects) -> MetaOutcome {
+        match command {
+            MetaCommand::CreateTopic { name, topic_id, replicas, configs } => {
+                if self.topics.contains_key(&name) {
+                    return MetaOutcome::Rejected(MetaRejection::TopicExists);
+                }
+                if replicas.is_empty() {
+                    return MetaOutcome::Rejected(MetaRejection::InvalidPartitions("a topic needs a partition".into()));
+                }
+                let partitions = self.new_partitions(replicas, wb, effects);
+                let topic = TopicMeta { name: name.clone(), id: topic_id, partitions, configs };
+                self.put_topic(topic, wb);
+                MetaOutcome::Done
+            }
+            MetaCommand::DeleteTopic { name } => {
+                let Some(topic) = self.topics.remove(&name) else {
+                    return MetaOutcome::Rejected(MetaRejection::UnknownTopic);
+                };
+                wb.delete_cluster(&topic_key(&name));
+                for p in &topic.partitions {
+                    wb.delete_partition(p.uid);
+                    effects.deleted.push(p.uid);
+                }
+                MetaOutcome::Done
+            }
+            MetaCommand::CreatePartitions { name, replicas } => {
+                let Some(topic) = self.topics.get(&name) else {
+                    return MetaOutcome::Rejected(MetaRejection::UnknownTopic);
+                };
+                let mut topic = TopicMeta::clone(topic);
+                if replicas.is_empty() {
+                    return MetaOutcome::Rejected(MetaRejection::InvalidPartitions(format!(
+                        "topic already has {} partitions",
+                        topic.partitions.len()
+                    )));
+                }
+                topic.partitions.extend(self.new_partitions(replicas, wb, effects));
+                self.put_topic(topic, wb);
+                MetaOutcome::Done
+            }
+            MetaCommand::AlterTopicConfigs { name, replace, set, delete } => {
+                let Some(topic) = self.topics.get(&name) else {
+                    return MetaOutcome::Rejected(MetaRejection::UnknownTopic);
+                };
+                let mut topic = TopicMeta::clone(topic);
+                if replace {
+                    topic.configs.clear();
+                }
+                for key in delete {
+                    topic.configs.remove(&key);
+                }
+                topic.configs.extend(set);
+                self.put_topic(topic, wb);
+                MetaOutcome::Done
+            }
+            MetaCommand::AllocateProducerId => {
+                let id = self.next_producer_id;
+                self.next_producer_id += 1;
+                wb.put_cluster(NEXT_PRODUCER_ID_KEY, &(self.next_producer_id as u64).to_be_bytes());
+                MetaOutcome::ProducerId(id)
+            }
+        }
+    }
+
+    fn new_partitions(&mut self, replicas: Vec<Vec<u64>>, wb: &mut WriteBatch<'_>, effects: &mut MetaEffects) -> Vec<PartitionMeta> {
+        let partitions: Vec<PartitionMeta> = replicas
+            .into_iter()
+            .map(|replicas| {
+                let uid = self.next_uid;
+                self.next_uid += 1;
+                PartitionMeta { uid, replicas }
+            })
+            .collect();
+        wb.put_cluster(NEXT_UID_KEY, &self.next_uid.to_be_bytes());
+        effects.created.extend(partitions.iter().cloned());
+        partitions
+    }
+
+    fn put_topic(&mut self, topic: TopicMeta, wb: &mut WriteBatch<'_>) {
+        // Serializing plain data cannot fail.
+        wb.put_cluster(&topic_key(&topic.name), &serde_json::to_vec(&topic).unwrap_or_default());
+        self.topics.insert(topic.name.clone(), Arc::new(topic));
+    }
+}
+
+fn topic_key(name: &str) -> Vec<u8> {
+    [TOPIC_PREFIX, name.as_bytes()].concat()
+}
+
+fn decode_u64(raw: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(raw.try_into().ok()?))
+}

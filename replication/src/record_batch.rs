@@ -1,0 +1,206 @@
+//! A read-only view of the fixed header of a Kafka v2 record batch.
+//!
+//! Batches are stored as producers sent them; the broker only needs the header to
+//! assign offsets, check the CRC and deduplicate producers. Decoding records (and
+//! decompressing them) is left to `kafka-protocol` where it is really needed.
+
+use std::fmt;
+
+const BASE_OFFSET: usize = 0;
+const BATCH_LENGTH: usize = 8;
+const PARTITION_LEADER_EPOCH: usize = 12;
+const MAGIC: usize = 16;
+const CRC: usize = 17;
+const ATTRIBUTES: usize = 21;
+const LAST_OFFSET_DELTA: usize = 23;
+const BASE_TIMESTAMP: usize = 27;
+const MAX_TIMESTAMP: usize = 35;
+const PRODUCER_ID: usize = 43;
+const PRODUCER_EPOCH: usize = 51;
+const BASE_SEQUENCE: usize = 53;
+const RECORDS_COUNT: usize = 57;
+/// Bytes of the header, up to and including the record count.
+pub const HEADER_LEN: usize = 61;
+/// `baseOffset` and `batchLength` precede the length-counted part.
+const LOG_OVERHEAD: usize = 12;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    Truncated { needed: usize, available: usize },
+    BadLength(i32),
+    UnsupportedMagic(i8),
+    CrcMismatch { stored: u32, computed: u32 },
+    BadRecordCount { count: i32, last_offset_delta: i32 },
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchError::Truncated { needed, available } => {
+                write!(f, "record batch truncated: needs {needed} bytes, {available} available")
+            }
+            BatchError::BadLength(len) => write!(f, "invalid record batch length {len}"),
+            BatchError::UnsupportedMagic(m) => write!(f, "unsupported record batch magic {m} (only v2)"),
+            BatchError::CrcMismatch { stored, computed } => {
+                write!(f, "record batch CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}")
+            }
+            BatchError::BadRecordCount { count, last_offset_delta } => {
+                write!(f, "record count {count} does not match last offset delta {last_offset_delta}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// The header of one v2 batch at the front of a byte slice.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchHeader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> BatchHeader<'a> {
+    /// Parses the batch at the front of `bytes` (framing and magic only; no CRC check).
+    pub fn parse(bytes: &'a [u8]) -> Result<BatchHeader<'a>, BatchError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(BatchError::Truncated { needed: HEADER_LEN, available: bytes.len() });
+        }
+        let length = i32_at(bytes, BATCH_LENGTH);
+        if length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+            return Err(BatchError::BadLength(length));
+        }
+        let total = LOG_OVERHEAD + length as usize;
+        if bytes.len() < total {
+            return Err(BatchError::Truncated { needed: total, available: bytes.len() });
+        }
+        let magic = bytes[MAGIC] as i8;
+        if magic != 2 {
+            return Err(BatchError::UnsupportedMagic(magic));
+        }
+        Ok(BatchHeader { bytes: &bytes[..total] })
+    }
+
+    /// Parses and also checks the CRC-32C and the record count.
+    pub fn parse_checked(bytes: &'a [u8]) -> Result<BatchHeader<'a>, BatchError> {
+        let header = Self::parse(bytes)?;
+        let stored = u32::from_be_bytes(header.bytes[CRC..CRC + 4].try_into().unwrap_or_default());
+        let computed = crc32c::crc32c(&header.bytes[ATTRIBUTES..]);
+        if stored != computed {
+            return Err(BatchError::CrcMismatch { stored, computed });
+        }
+        let (count, last_offset_delta) = (header.records_count(), header.last_offset_delta());
+        if count <= 0 || last_offset_delta != count - 1 {
+            return Err(BatchError::BadRecordCount { count, last_offset_delta });
+        }
+        Ok(header)
+    }
+
+    /// The whole batch, header included.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        i64_at(self.bytes, BASE_OFFSET)
+    }
+
+    pub fn attributes(&self) -> i16 {
+        i16_at(self.bytes, ATTRIBUTES)
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes() & 0x10 != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes() & 0x20 != 0
+    }
+
+    pub fn last_offset_delta(&self) -> i32 {
+        i32_at(self.bytes, LAST_OFFSET_DELTA)
+    }
+
+    pub fn base_timestamp(&self) -> i64 {
+        i64_at(self.bytes, BASE_TIMESTAMP)
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        i64_at(self.bytes, MAX_TIMESTAMP)
+    }
+
+    pub fn producer_id(&self) -> i64 {
+        i64_at(self.bytes, PRODUCER_ID)
+    }
+
+    pub fn producer_epoch(&self) -> i16 {
+        i16_at(self.bytes, PRODUCER_EPOCH)
+    }
+
+    pub fn base_sequence(&self) -> i32 {
+        i32_at(self.bytes, BASE_SEQUENCE)
+    }
+
+    pub fn records_count(&self) -> i32 {
+        i32_at(self.bytes, RECORDS_COUNT)
+    }
+
+    pub fn partition_leader_epoch(&self) -> i32 {
+        i32_at(self.bytes, PARTITION_LEADER_EPOCH)
+    }
+
+    /// The sequence number of the last record (sequences wrap at `i32::MAX`).
+    pub fn last_sequence(&self) -> i32 {
+        let last = self.base_sequence() as i64 + self.last_offset_delta() as i64;
+        (last % (i32::MAX as i64 + 1)) as i32
+    }
+}
+
+/// Splits a `records` field into its batches, checking each one.
+pub fn batches(mut records: &[u8]) -> impl Iterator<Item = Result<BatchHeader<'_>, BatchError>> {
+    std::iter::from_fn(move || {
+        if records.is_empty() {
+            return None;
+        }
+        match BatchHeader::parse_checked(records) {
+            Ok(header) => {
+                records = &records[header.len()..];
+                Some(Ok(header))
+            }
+            Err(e) => {
+                records = &[];
+                Some(Err(e))
+            }
+        }
+    })
+}
+
+/// Copies a batch with its base offset and partition leader epoch replaced. Neither
+/// field is covered by the CRC, which starts at `attributes`.
+pub fn rebase(batch: &[u8], base_offset: i64, leader_epoch: i32, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(batch);
+    out[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    out[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(raw)
+}

@@ -1,0 +1,211 @@
+//! raft-rs `Storage` for one group, backed by the node's shared raft-engine.
+//!
+//! Entries persisted by the driver are also kept in a small in-memory cache until
+//! they are applied, so the apply path reads them back without touching disk.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use raft_engine::{Engine as LogEngine, LogBatch, MessageExt};
+
+pub(crate) const HARD_STATE_KEY: &[u8] = b"hs";
+pub(crate) const CONF_STATE_KEY: &[u8] = b"cs";
+/// (index, term) of the last entry removed by compaction.
+pub(crate) const TRUNCATED_KEY: &[u8] = b"tr";
+
+/// Tells raft-engine how to index raft-rs entries.
+#[derive(Clone)]
+pub(crate) struct EntryExt;
+
+impl MessageExt for EntryExt {
+    type Entry = Entry;
+
+    fn index(e: &Entry) -> u64 {
+        e.index
+    }
+}
+
+pub(crate) struct GroupStorage {
+    id: u64,
+    log: Arc<LogEngine>,
+    hard_state: HardState,
+    conf_state: ConfState,
+    truncated: (u64, u64),
+    last_index: u64,
+    cache: VecDeque<Entry>,
+}
+
+impl GroupStorage {
+    /// Loads group `id`, or returns `None` if raft-engine has never seen it.
+    pub fn load(id: u64, log: Arc<LogEngine>) -> raft::Result<Option<GroupStorage>> {
+        let Some(conf_state) = log.get_message::<ConfState>(id, CONF_STATE_KEY).map_err(store_err)? else {
+            return Ok(None);
+        };
+        let hard_state = log.get_message::<HardState>(id, HARD_STATE_KEY).map_err(store_err)?.unwrap_or_default();
+        let truncated = match log.get(id, TRUNCATED_KEY) {
+            Some(raw) if raw.len() == 16 => (u64_at(&raw, 0), u64_at(&raw, 8)),
+            _ => (0, 0),
+        };
+        let last_index = log.last_index(id).unwrap_or(truncated.0).max(truncated.0);
+        Ok(Some(GroupStorage { id, log, hard_state, conf_state, truncated, last_index, cache: VecDeque::new() }))
+    }
+
+    /// A new group with `voters`, persisted into `batch` by the caller.
+    pub fn bootstrap(id: u64, log: Arc<LogEngine>, voters: &[u64], batch: &mut LogBatch) -> raft::Result<GroupStorage> {
+        let mut conf_state = ConfState::default();
+        conf_state.voters = voters.to_vec();
+        batch.put_message(id, CONF_STATE_KEY.to_vec(), &conf_state).map_err(store_err)?;
+        let hard_state = HardState::default();
+        batch.put_message(id, HARD_STATE_KEY.to_vec(), &hard_state).map_err(store_err)?;
+        Ok(GroupStorage { id, log, hard_state, conf_state, truncated: (0, 0), last_index: 0, cache: VecDeque::new() })
+    }
+
+    /// Raises the commit index to `applied` when the applied state (flushed by RocksDB)
+    /// got ahead of the last persisted hard state: those entries were committed.
+    pub fn ensure_committed(&mut self, applied: u64) {
+        if self.hard_state.commit < applied {
+            self.hard_state.commit = applied;
+        }
+    }
+
+    /// Records entries (and the hard state) that the driver put into `batch`.
+    pub fn append(&mut self, entries: &[Entry], batch: &mut LogBatch) -> raft::Result<()> {
+        let Some(first) = entries.first() else { return Ok(()) };
+        batch.add_entries::<EntryExt>(self.id, entries).map_err(store_err)?;
+        // A new leader may overwrite a suffix: drop cached entries from `first.index` on.
+        while self.cache.back().is_some_and(|e| e.index >= first.index) {
+            self.cache.pop_back();
+        }
+        if self.cache.back().is_some_and(|e| e.index + 1 != first.index) {
+            self.cache.clear();
+        }
+        self.cache.extend(entries.iter().cloned());
+        self.last_index = entries.last().map_or(self.last_index, |e| e.index);
+        Ok(())
+    }
+
+    pub fn set_hard_state(&mut self, hs: &HardState, batch: &mut LogBatch) -> raft::Result<()> {
+        self.hard_state = hs.clone();
+        batch.put_message(self.id, HARD_STATE_KEY.to_vec(), hs).map_err(store_err)
+    }
+
+    pub fn set_commit(&mut self, commit: u64, batch: &mut LogBatch) -> raft::Result<()> {
+        self.hard_state.commit = commit;
+        batch.put_message(self.id, HARD_STATE_KEY.to_vec(), &self.hard_state).map_err(store_err)
+    }
+
+    /// Forgets cached entries up to `applied`; they are never read again on this path.
+    pub fn evict_applied(&mut self, applied: u64) {
+        while self.cache.front().is_some_and(|e| e.index <= applied) {
+            self.cache.pop_front();
+        }
+    }
+
+    /// Compacts the log up to and including `index` (which must be durable in RocksDB).
+    pub fn compact(&mut self, index: u64, batch: &mut LogBatch) -> raft::Result<()> {
+        if index <= self.truncated.0 || index > self.last_index {
+            return Ok(());
+        }
+        let term = raft::Storage::term(self, index)?;
+        batch.add_command(self.id, raft_engine::Command::Compact { index: index + 1 });
+        let mut raw = Vec::with_capacity(16);
+        raw.extend_from_slice(&index.to_be_bytes());
+        raw.extend_from_slice(&term.to_be_bytes());
+        batch.put(self.id, TRUNCATED_KEY.to_vec(), raw).map_err(store_err)?;
+        self.truncated = (index, term);
+        self.evict_applied(index);
+        Ok(())
+    }
+
+    fn cached(&self, index: u64) -> Option<&Entry> {
+        let first = self.cache.front()?.index;
+        self.cache.get(index.checked_sub(first)? as usize)
+    }
+}
+
+impl raft::Storage for GroupStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        if self.cached(low).is_some() && self.cached(high - 1).is_some() {
+            let mut size = 0u64;
+            for index in low..high {
+                let Some(e) = self.cached(index) else { break };
+                size += e.compute_size() as u64;
+                if !out.is_empty() && size > max_size {
+                    break;
+                }
+                out.push(e.clone());
+            }
+            return Ok(out);
+        }
+        self.log
+            .fetch_entries_to::<EntryExt>(self.id, low, high, Some(max_size as usize), &mut out)
+            .map_err(store_err)?;
+        if out.is_empty() && low < high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated.0 {
+            return Ok(self.truncated.1);
+        }
+        if idx < self.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(e) = self.cached(idx) {
+            return Ok(e.term);
+        }
+        match self.log.get_entry::<EntryExt>(self.id, idx).map_err(store_err)? {
+            Some(e) => Ok(e.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated.0 + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshots ship with the cluster issue; a single-node group never needs one.
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
+fn u64_at(raw: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&raw[at..at + 8]);
+    u64::from_be_bytes(b)
+}
+
+fn store_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}

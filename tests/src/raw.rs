@@ -1,0 +1,93 @@
+//! A raw Kafka connection for tests that need exact control of the bytes: duplicate
+//! batches, bad sequence numbers, malformed frames. Messages are still encoded by
+//! `kafka-protocol`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Request};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+pub struct RawClient {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl RawClient {
+    pub fn connect(bootstrap: &str) -> RawClient {
+        let stream = TcpStream::connect(bootstrap).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        RawClient { stream, correlation_id: 0 }
+    }
+
+    /// Writes bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one response frame (without its length prefix).
+    pub fn read_frame(&mut self) -> Bytes {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).expect("response length");
+        let mut buf = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+        self.stream.read_exact(&mut buf).expect("response body");
+        Bytes::from(buf)
+    }
+
+    /// True if the broker closed the connection (read returns EOF or reset).
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.stream.read(&mut buf), Ok(0) | Err(_))
+    }
+
+    /// Sends a request and decodes its response.
+    pub fn request<R: Request>(&mut self, version: i16, request: &R) -> R::Response {
+        self.correlation_id += 1;
+        let key = ApiKey::try_from(R::KEY).expect("known key");
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id);
+        let mut body = BytesMut::new();
+        encode_request_header_into_buffer(&mut body, &header).expect("header");
+        request.encode(&mut body, version).expect("encode");
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        self.send_raw(&frame).expect("send");
+        let mut bytes = self.read_frame();
+        let header = ResponseHeader::decode(&mut bytes, key.response_header_version(version)).expect("response header");
+        assert_eq!(header.correlation_id, self.correlation_id, "responses must come in request order");
+        R::Response::decode(&mut bytes, version).expect("response body")
+    }
+}
+
+/// Encodes one v2 batch of `values` with the given producer identity.
+pub fn batch(values: &[&[u8]], producer_id: i64, producer_epoch: i16, base_sequence: i32, compression: Compression) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // Sequences must track offsets for the encoder to keep one batch.
+            sequence: if producer_id < 0 { i as i32 } else { base_sequence + i as i32 },
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v)),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).expect("encode batch");
+    buf.freeze()
+}
