@@ -1,5 +1,7 @@
-//! `chronik`: run a node (`start`). Wiring only; the work is in the library crates.
+//! `chronik`: run a node (`start`) or load-test one (`bench`). Wiring only; the work is
+//! in the library crates.
 
+mod bench;
 mod http;
 mod settings;
 
@@ -25,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run a node.
     Start(StartArgs),
+    /// Load-test a broker (this or any Kafka-compatible one).
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 #[derive(Args)]
@@ -85,9 +90,7 @@ impl StartArgs {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CHRONIK_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CHRONIK_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
@@ -95,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             let settings = args.settings()?;
             tokio::runtime::Runtime::new()?.block_on(start(settings))
         }
+        Command::Bench(bench) => bench::run(bench),
     }
 }
 

@@ -62,7 +62,8 @@ pub struct Settings {
 
 impl FileSettings {
     pub fn load(path: &Path) -> anyhow::Result<FileSettings> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -92,12 +93,15 @@ impl FileSettings {
         }
         let addr = |name: &str, value: Option<String>, default: &str| -> anyhow::Result<SocketAddr> {
             let value = value.unwrap_or_else(|| default.to_string());
-            value.parse().with_context(|| format!("{name} {value:?} is not a HOST:PORT socket address (e.g. {default})"))
+            value
+                .parse()
+                .with_context(|| format!("{name} {value:?} is not a HOST:PORT socket address (e.g. {default})"))
         };
         let kafka_addr = addr("kafka-addr", self.kafka_addr, "0.0.0.0:9092")?;
         let (advertise_host, advertise_port) = match self.advertise_kafka_addr {
             Some(a) => {
-                let (host, port) = a.rsplit_once(':').with_context(|| format!("advertise-kafka-addr {a:?} must be HOST:PORT"))?;
+                let (host, port) =
+                    a.rsplit_once(':').with_context(|| format!("advertise-kafka-addr {a:?} must be HOST:PORT"))?;
                 let port = port.parse().with_context(|| format!("advertise-kafka-addr {a:?} has an invalid port"))?;
                 (host.to_string(), port)
             }
@@ -109,8 +113,9 @@ impl FileSettings {
             bail!("num-partitions must be >= 1, got {num_partitions}");
         }
         let interval = self.log_retention_check_interval.unwrap_or_else(|| "5m".into());
-        let retention_check_interval = humantime::parse_duration(&interval)
-            .with_context(|| format!("log-retention-check-interval {interval:?} is not a duration like \"5m\" or \"500ms\""))?;
+        let retention_check_interval = humantime::parse_duration(&interval).with_context(|| {
+            format!("log-retention-check-interval {interval:?} is not a duration like \"5m\" or \"500ms\"")
+        })?;
         Ok(Settings {
             node_id,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./chronik-data")),
@@ -150,7 +155,7 @@ mod tests {
         let s = file.overlay(flags).validate().expect("valid");
         assert_eq!((s.node_id, s.kafka_addr.port()), (4, 1));
         let bad = FileSettings { kafka_addr: Some("nope".into()), ..Default::default() };
-        assert!(bad.validate().unwrap_err().to_string().contains("kafka-addr"));
+        assert!(bad.validate().expect_err("bad address").to_string().contains("kafka-addr"));
         assert!(toml::from_str::<FileSettings>("no-such-key = 1").is_err());
     }
 }

@@ -17,8 +17,8 @@ mod state;
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, Direction, FlushOptions,
-    IteratorMode, Options, ReadOptions, WriteOptions, DB,
+    BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, Direction, FlushOptions, IteratorMode, Options,
+    ReadOptions, WriteOptions, DB,
 };
 
 pub use error::{Error, Result};
@@ -104,9 +104,7 @@ impl Engine {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(keys::log_key(uid, end.max(0)).to_vec());
         let lower = keys::log_key(uid, start);
-        let iter = self
-            .db
-            .iterator_cf_opt(self.cf(cf::LOG), opts, IteratorMode::From(&lower, Direction::Forward));
+        let iter = self.db.iterator_cf_opt(self.cf(cf::LOG), opts, IteratorMode::From(&lower, Direction::Forward));
         let (mut count, mut used) = (0, 0usize);
         for item in iter {
             let (_, value) = item?;
@@ -146,9 +144,7 @@ impl Engine {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(keys::log_key(uid, end.max(0)).to_vec());
         let lower = keys::log_key(uid, from.max(0));
-        let iter = self
-            .db
-            .iterator_cf_opt(self.cf(cf::LOG), opts, IteratorMode::From(&lower, Direction::Forward));
+        let iter = self.db.iterator_cf_opt(self.cf(cf::LOG), opts, IteratorMode::From(&lower, Direction::Forward));
         let mut sizes = Vec::new();
         for item in iter {
             let (key, value) = item?;
@@ -232,9 +228,7 @@ impl Engine {
     /// All rows of the `cluster` column family whose key starts with `prefix`.
     pub fn cluster_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut rows = Vec::new();
-        let iter = self
-            .db
-            .iterator_cf(self.cf(cf::CLUSTER), IteratorMode::From(prefix, Direction::Forward));
+        let iter = self.db.iterator_cf(self.cf(cf::CLUSTER), IteratorMode::From(prefix, Direction::Forward));
         for item in iter {
             let (key, value) = item?;
             if !key.starts_with(prefix) {

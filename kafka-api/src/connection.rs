@@ -107,7 +107,7 @@ async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<PendingResponse,
     let span = tracing::debug_span!("request", api = ?key, version, correlation_id);
     let reply = handlers::dispatch(broker, &header, request).instrument(span).await;
     Ok(match reply {
-        Reply::Now(body) => encoded(key, version, correlation_id, body),
+        Reply::Now(body) => encoded(key, version, correlation_id, *body),
         Reply::Later(body) => Box::pin(async move {
             match body.await {
                 Some(body) => encode_or_log(key, version, correlation_id, &body).map(Some),
@@ -118,12 +118,22 @@ async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<PendingResponse,
     })
 }
 
-fn encoded(key: ApiKey, version: i16, correlation_id: i32, body: kafka_protocol::messages::ResponseKind) -> PendingResponse {
+fn encoded(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: kafka_protocol::messages::ResponseKind,
+) -> PendingResponse {
     let frame = encode_or_log(key, version, correlation_id, &body).map(Some);
     Box::pin(async move { frame })
 }
 
-fn encode_or_log(key: ApiKey, version: i16, correlation_id: i32, body: &kafka_protocol::messages::ResponseKind) -> Result<Bytes, ()> {
+fn encode_or_log(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &kafka_protocol::messages::ResponseKind,
+) -> Result<Bytes, ()> {
     frame::encode_response(key, version, correlation_id, body).map_err(|e| {
         tracing::error!(api = ?key, version, error = %e, "cannot encode response; closing the connection");
     })

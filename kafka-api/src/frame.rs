@@ -56,7 +56,9 @@ pub fn decode_request(mut frame: Bytes, key: ApiKey, version: i16) -> Result<(Re
     let header = decode_request_header_from_buffer(&mut frame).map_err(malformed)?;
     let request = RequestKind::decode(key, &mut frame, version).map_err(malformed)?;
     if frame.has_remaining() {
-        return Err(FrameError::Malformed { key, version, reason: format!("{} trailing bytes", frame.remaining()) });
+        // Some clients send bytes past the schema (librdkafka 2.16 with Metadata v12);
+        // like Kafka, ignore them rather than drop the client.
+        tracing::debug!(api = ?key, version, trailing = frame.remaining(), "ignored trailing request bytes");
     }
     Ok((header, request))
 }
@@ -93,8 +95,9 @@ mod tests {
     }
 
     #[test]
-    fn garbage_after_a_valid_header_is_malformed() {
-        let frame = Bytes::from_static(&[0, 3, 0, 1, 0, 0, 0, 9, 0xff, 0xff, 0xff]);
+    fn a_body_that_does_not_parse_is_malformed() {
+        // Metadata v1: header (client id length -1), then a topic array claiming 2^31-1 entries.
+        let frame = Bytes::from_static(&[0, 3, 0, 1, 0, 0, 0, 9, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);
         assert!(matches!(decode_request(frame, ApiKey::Metadata, 1), Err(FrameError::Malformed { .. })));
     }
 }

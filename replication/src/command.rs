@@ -37,6 +37,8 @@ pub enum MetaCommand {
     },
     CreatePartitions {
         name: String,
+        /// The partition count the proposer saw; a concurrent change makes apply refuse.
+        current_count: usize,
         /// Replicas of each new partition.
         replicas: Vec<Vec<u64>>,
     },
@@ -71,9 +73,9 @@ pub fn encode_partition(command: &PartitionCommand) -> Vec<u8> {
 
 /// Decodes a partition command; `data` is an entry's data, shared, not copied.
 pub fn decode_partition(data: &Bytes) -> Option<PartitionCommand> {
-    match data.first()? {
-        &APPEND => Some(PartitionCommand::Append(data.slice(1..))),
-        &TRIM => {
+    match *data.first()? {
+        APPEND => Some(PartitionCommand::Append(data.slice(1..))),
+        TRIM => {
             let raw: [u8; 8] = data.get(1..9)?.try_into().ok()?;
             Some(PartitionCommand::Trim { log_start_offset: i64::from_be_bytes(raw) })
         }

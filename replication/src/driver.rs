@@ -77,7 +77,11 @@ pub(crate) struct DriverHandle {
 }
 
 impl DriverHandle {
-    pub fn start(config: &ReplicationConfig, engine: Arc<Engine>, views: Arc<Views>) -> Result<DriverHandle, ReplicationError> {
+    pub fn start(
+        config: &ReplicationConfig,
+        engine: Arc<Engine>,
+        views: Arc<Views>,
+    ) -> Result<DriverHandle, ReplicationError> {
         let log_config = LogConfig {
             dir: config.raft_dir.to_string_lossy().into_owned(),
             // Record batches arrive compressed by producers; compressing them again costs CPU.
@@ -106,7 +110,13 @@ impl DriverHandle {
         Ok(DriverHandle { tx, thread: Arc::new(Mutex::new(Some(thread))) })
     }
 
-    pub fn propose(&self, group: u64, data: Vec<u8>, reply: Reply, permit: OwnedSemaphorePermit) -> Result<(), ReplicationError> {
+    pub fn propose(
+        &self,
+        group: u64,
+        data: Vec<u8>,
+        reply: Reply,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<(), ReplicationError> {
         self.tx.send(Msg::Propose { group, data, reply, permit }).map_err(|_| ReplicationError::Shutdown)
     }
 
@@ -142,8 +152,7 @@ impl Driver {
     /// Opens group 0 and every partition group the metadata places on this node.
     fn restore(&mut self) -> Result<(), ReplicationError> {
         let meta = ClusterMeta::load(&self.engine)?;
-        let partitions: Vec<PartitionMeta> =
-            meta.topics.values().flat_map(|t| t.partitions.iter().cloned()).collect();
+        let partitions: Vec<PartitionMeta> = meta.topics.values().flat_map(|t| t.partitions.iter().cloned()).collect();
         self.views.set_cluster(Arc::new(meta.clone()));
         self.open_group(META_GROUP, &[self.node_id], Machine::Meta(meta))?;
         let node_id = self.node_id;
@@ -345,7 +354,8 @@ impl Driver {
             group.applied.store(applied, Ordering::Release);
             group.node.mut_store().evict_applied(applied);
             if let (Some(view), Machine::Partition(m)) = (&group.view, &group.machine) {
-                let leader = if group.node.raft.state == StateRole::Leader { self.node_id } else { group.node.raft.leader_id };
+                let leader =
+                    if group.node.raft.state == StateRole::Leader { self.node_id } else { group.node.raft.leader_id };
                 view.publish(m.state.next_offset, m.state.log_start_offset, group.node.raft.term, leader);
             }
         }
@@ -366,7 +376,8 @@ impl Driver {
                 Machine::Meta(meta) => {
                     let mut effects = MetaEffects::default();
                     let result = apply_meta(meta, &entry, wb, &mut effects);
-                    let state = PartitionState { applied_index: entry.index, applied_term: entry.term, ..Default::default() };
+                    let state =
+                        PartitionState { applied_index: entry.index, applied_term: entry.term, ..Default::default() };
                     wb.put_partition_state(META_GROUP, &state);
                     self.views.set_cluster(Arc::new(meta.clone()));
                     self.apply_effects(effects)?;
@@ -435,7 +446,12 @@ fn apply_partition(
     })
 }
 
-fn apply_meta(meta: &mut ClusterMeta, entry: &Entry, wb: &mut WriteBatch<'_>, effects: &mut MetaEffects) -> Option<Applied> {
+fn apply_meta(
+    meta: &mut ClusterMeta,
+    entry: &Entry,
+    wb: &mut WriteBatch<'_>,
+    effects: &mut MetaEffects,
+) -> Option<Applied> {
     if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
         return None;
     }
@@ -450,7 +466,12 @@ fn apply_meta(meta: &mut ClusterMeta, entry: &Entry, wb: &mut WriteBatch<'_>, ef
 
 /// Answers the proposals settled by applying `entry`: the one that proposed it (same
 /// index and term) gets the result; any older or overwritten one lost its entry.
-fn settle(pending: &mut VecDeque<Pending>, entry: &Entry, result: Option<Applied>, replies: &mut Vec<(Reply, ApplyResult)>) {
+fn settle(
+    pending: &mut VecDeque<Pending>,
+    entry: &Entry,
+    result: Option<Applied>,
+    replies: &mut Vec<(Reply, ApplyResult)>,
+) {
     let mut result = result;
     while let Some(p) = pending.front() {
         if p.index > entry.index {

@@ -15,8 +15,8 @@ mod driver;
 mod error;
 mod log_gc;
 mod logger;
-mod metrics;
 pub mod metadata;
+mod metrics;
 mod partition;
 pub mod record_batch;
 pub mod retention;
@@ -147,7 +147,11 @@ impl Replication {
         }
     }
 
-    async fn submit(&self, group: u64, data: Vec<u8>) -> Result<oneshot::Receiver<driver::ApplyResult>, ReplicationError> {
+    async fn submit(
+        &self,
+        group: u64,
+        data: Vec<u8>,
+    ) -> Result<oneshot::Receiver<driver::ApplyResult>, ReplicationError> {
         let permit = self.inflight.clone().acquire_owned().await.map_err(|_| ReplicationError::Shutdown)?;
         let (tx, rx) = oneshot::channel();
         self.driver.propose(group, data, tx, permit)?;
@@ -156,7 +160,14 @@ impl Replication {
 
     /// Appends whole batches of `uid` from the one containing `from` to `out`, up to the
     /// high watermark. Blocking (RocksDB reads): call from a blocking context.
-    pub fn read(&self, uid: u64, from: i64, max_bytes: usize, min_one: bool, out: &mut Vec<u8>) -> Result<ReadOutcome, ReplicationError> {
+    pub fn read(
+        &self,
+        uid: u64,
+        from: i64,
+        max_bytes: usize,
+        min_one: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, ReplicationError> {
         let view = self.views.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
         view.read(&self.engine, from, max_bytes, min_one, out)
     }
@@ -164,15 +175,14 @@ impl Replication {
     /// The stored batch that holds the first record with a timestamp `>= timestamp`
     /// (or the batch with the greatest timestamp when `timestamp` is `None`).
     pub fn batch_by_timestamp(&self, uid: u64, timestamp: Option<i64>) -> Result<Option<Vec<u8>>, ReplicationError> {
-        let view = self.views.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
+        self.views.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
         let entry = match timestamp {
             Some(ts) => self.engine.time_index_seek(uid, ts)?,
             None => self.engine.time_index_last(uid)?,
         };
+        // The batch may start before the log start (a trim inside it): callers skip
+        // records below the log start.
         let Some((_, base)) = entry else { return Ok(None) };
-        if base < view.log_start_offset() {
-            return Ok(None);
-        }
         Ok(self.engine.stored_batch(uid, base)?)
     }
 

@@ -111,12 +111,12 @@ impl ClusterMeta {
                 }
                 MetaOutcome::Done
             }
-            MetaCommand::CreatePartitions { name, replicas } => {
+            MetaCommand::CreatePartitions { name, current_count, replicas } => {
                 let Some(topic) = self.topics.get(&name) else {
                     return MetaOutcome::Rejected(MetaRejection::UnknownTopic);
                 };
                 let mut topic = TopicMeta::clone(topic);
-                if replicas.is_empty() {
+                if replicas.is_empty() || topic.partitions.len() != current_count {
                     return MetaOutcome::Rejected(MetaRejection::InvalidPartitions(format!(
                         "topic already has {} partitions",
                         topic.partitions.len()
@@ -150,7 +150,12 @@ impl ClusterMeta {
         }
     }
 
-    fn new_partitions(&mut self, replicas: Vec<Vec<u64>>, wb: &mut WriteBatch<'_>, effects: &mut MetaEffects) -> Vec<PartitionMeta> {
+    fn new_partitions(
+        &mut self,
+        replicas: Vec<Vec<u64>>,
+        wb: &mut WriteBatch<'_>,
+        effects: &mut MetaEffects,
+    ) -> Vec<PartitionMeta> {
         let partitions: Vec<PartitionMeta> = replicas
             .into_iter()
             .map(|replicas| {

@@ -41,7 +41,7 @@ impl ProducerEntry {
     fn decode(raw: &[u8]) -> Option<ProducerEntry> {
         let epoch = i16::from_be_bytes(raw.get(..2)?.try_into().ok()?);
         let rest = &raw[2..];
-        if rest.len() % 16 != 0 {
+        if !rest.len().is_multiple_of(16) {
             return None;
         }
         let batches = rest
@@ -94,7 +94,12 @@ impl PartitionMachine {
     }
 
     /// Appends every batch in `records`, or none of them.
-    pub fn append(&mut self, records: &Bytes, term: u64, wb: &mut WriteBatch<'_>) -> Result<AppendOutcome, AppendError> {
+    pub fn append(
+        &mut self,
+        records: &Bytes,
+        term: u64,
+        wb: &mut WriteBatch<'_>,
+    ) -> Result<AppendOutcome, AppendError> {
         let headers = record_batch::batches(records)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| AppendError::CorruptBatch(e.to_string()))?;
@@ -136,10 +141,8 @@ impl PartitionMachine {
         if epoch > entry.epoch {
             return if h.base_sequence() == 0 { Ok(Sequencing::Fresh) } else { Err(AppendError::OutOfOrderSequence) };
         }
-        if let Some(dup) = entry
-            .batches
-            .iter()
-            .find(|b| b.first_sequence == h.base_sequence() && b.last_sequence == h.last_sequence())
+        if let Some(dup) =
+            entry.batches.iter().find(|b| b.first_sequence == h.base_sequence() && b.last_sequence == h.last_sequence())
         {
             return Ok(Sequencing::Duplicate(dup.base_offset));
         }

@@ -9,7 +9,11 @@ use crate::topic_config::TopicDefaults;
 use crate::{Replication, ReplicationError};
 
 /// Runs retention passes every `interval` until the returned task is aborted.
-pub fn spawn(replication: Arc<Replication>, defaults: TopicDefaults, interval: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    replication: Arc<Replication>,
+    defaults: TopicDefaults,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -50,7 +54,13 @@ pub fn plan(replication: &Replication, defaults: &TopicDefaults, now_ms: i64) ->
     trims
 }
 
-fn keep_from(r: &Replication, uid: u64, retention_ms: i64, retention_bytes: i64, now_ms: i64) -> Result<Option<i64>, ReplicationError> {
+fn keep_from(
+    r: &Replication,
+    uid: u64,
+    retention_ms: i64,
+    retention_bytes: i64,
+    now_ms: i64,
+) -> Result<Option<i64>, ReplicationError> {
     let mut keep = None;
     if retention_ms >= 0 {
         // The first batch whose records are not all older than the cutoff; if none,

@@ -55,8 +55,7 @@ impl GroupStorage {
 
     /// A new group with `voters`, persisted into `batch` by the caller.
     pub fn bootstrap(id: u64, log: Arc<LogEngine>, voters: &[u64], batch: &mut LogBatch) -> raft::Result<GroupStorage> {
-        let mut conf_state = ConfState::default();
-        conf_state.voters = voters.to_vec();
+        let conf_state = ConfState { voters: voters.to_vec(), ..Default::default() };
         batch.put_message(id, CONF_STATE_KEY.to_vec(), &conf_state).map_err(store_err)?;
         let hard_state = HardState::default();
         batch.put_message(id, HARD_STATE_KEY.to_vec(), &hard_state).map_err(store_err)?;

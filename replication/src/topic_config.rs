@@ -129,8 +129,8 @@ mod tests {
     #[test]
     fn validation_names_the_problem() {
         assert!(validate(RETENTION_MS, "-1").is_ok());
-        assert!(validate(RETENTION_MS, "soon").unwrap_err().contains("retention.ms"));
+        assert!(validate(RETENTION_MS, "soon").expect_err("not a number").contains("retention.ms"));
         assert!(validate(CLEANUP_POLICY, "compact").is_err());
-        assert!(validate("segment.bytes", "1").unwrap_err().contains("unknown"));
+        assert!(validate("segment.bytes", "1").expect_err("unknown key").contains("unknown"));
     }
 }

@@ -127,7 +127,11 @@ impl PartitionView {
     ) -> Result<ReadOutcome, ReplicationError> {
         let (high_watermark, log_start_offset) = (self.high_watermark(), self.log_start_offset());
         if from < log_start_offset || from > high_watermark {
-            return Err(ReplicationError::OffsetOutOfRange { offset: from, log_start: log_start_offset, high_watermark });
+            return Err(ReplicationError::OffsetOutOfRange {
+                offset: from,
+                log_start: log_start_offset,
+                high_watermark,
+            });
         }
         let batches = if from == high_watermark {
             0

@@ -22,7 +22,11 @@ pub fn chronik_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
     let bin = profile_dir.join("chronik");
-    assert!(bin.exists(), "{} not found: run `cargo test --workspace` (it builds the binary) or set CHRONIK_BIN", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo test --workspace` (it builds the binary) or set CHRONIK_BIN",
+        bin.display()
+    );
     bin
 }
 
@@ -145,6 +149,7 @@ pub fn consumer(node: &Node, topic: &str, partition: i32, offset: Offset, extra:
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", node.bootstrap())
+        .set("group.id", "chronik-tests-assign")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "error");
     for (k, v) in extra {

@@ -66,7 +66,13 @@ impl RawClient {
 }
 
 /// Encodes one v2 batch of `values` with the given producer identity.
-pub fn batch(values: &[&[u8]], producer_id: i64, producer_epoch: i16, base_sequence: i32, compression: Compression) -> Bytes {
+pub fn batch(
+    values: &[&[u8]],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    compression: Compression,
+) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -88,6 +94,7 @@ pub fn batch(values: &[&[u8]], producer_id: i64, producer_epoch: i16, base_seque
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).expect("encode batch");
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+        .expect("encode batch");
     buf.freeze()
 }

@@ -14,11 +14,13 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
 
 fn produce(client: &mut RawClient, topic: &str, records: bytes::Bytes) -> (i16, i64) {
-    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))]),
-    ]);
+    let request =
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))])]);
     let response = client.request(9, &request);
     let p = &response.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
@@ -29,7 +31,8 @@ async fn duplicates_are_dropped_and_gaps_refused() {
     let node = Node::start(&[]);
     create_topic(&node, "dedupe", 1, &[]).await;
     let mut client = RawClient::connect(&node.bootstrap());
-    let init = client.request(4, &InitProducerIdRequest::default().with_transaction_timeout_ms(60000));
+    let init = client
+        .request(4, &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60000));
     assert_eq!(init.error_code, 0);
     let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
     assert!(pid >= 0);
@@ -57,7 +60,8 @@ async fn duplicates_are_dropped_and_gaps_refused() {
 async fn librdkafka_idempotent_producer_writes_each_record_once_across_restart() {
     let mut node = Node::start(&[]);
     create_topic(&node, "idem", 1, &[]).await;
-    let settings = [("enable.idempotence", "true"), ("retries", "1000"), ("retry.backoff.ms", "50"), ("linger.ms", "2")];
+    let settings =
+        [("enable.idempotence", "true"), ("retries", "1000"), ("retry.backoff.ms", "50"), ("linger.ms", "2")];
     let producer = producer(&node, &settings);
     let mut pending = Vec::new();
     for i in 0..2000 {
@@ -73,7 +77,8 @@ async fn librdkafka_idempotent_producer_writes_each_record_once_across_restart()
     }
     let consumer = consumer(&node, "idem", 0, Offset::Beginning, &[]);
     let got = consume(&consumer, 2000, Duration::from_secs(30));
-    let values: Vec<String> = got.iter().map(|g| String::from_utf8_lossy(g.value.as_deref().unwrap_or_default()).into_owned()).collect();
+    let values: Vec<String> =
+        got.iter().map(|g| String::from_utf8_lossy(g.value.as_deref().unwrap_or_default()).into_owned()).collect();
     let expected: Vec<String> = (0..2000).map(|i| format!("idem-{i}")).collect();
     assert_eq!(values, expected, "exactly once, in order");
 }

@@ -34,13 +34,18 @@ struct Change {
     delete: Vec<String>,
 }
 
-pub(crate) async fn handle_alter(broker: &Arc<Broker>, _version: i16, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub(crate) async fn handle_alter(
+    broker: &Arc<Broker>,
+    _version: i16,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut response = AlterConfigsResponse::default();
     for resource in req.resources {
         // A null value leaves the key out, which `replace` returns to its default.
         let set = resource.configs.iter().filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())));
         let change = Change { replace: true, set: set.collect(), delete: Vec::new() };
-        let outcome = apply(broker, resource.resource_type, &resource.resource_name, Ok(change), req.validate_only).await;
+        let outcome =
+            apply(broker, resource.resource_type, &resource.resource_name, Ok(change), req.validate_only).await;
         let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
         (out.error_code, out.error_message) = reply(outcome);
         out.resource_type = resource.resource_type;
@@ -57,7 +62,10 @@ pub(crate) async fn handle_incremental(
 ) -> IncrementalAlterConfigsResponse {
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in req.resources {
-        let ops = resource.configs.iter().map(|c| (c.name.as_str(), c.config_operation, c.value.as_ref().map(|v| v.as_str())));
+        let ops = resource
+            .configs
+            .iter()
+            .map(|c| (c.name.as_str(), c.config_operation, c.value.as_ref().map(|v| v.as_str())));
         let change = incremental_change(ops);
         let outcome = apply(broker, resource.resource_type, &resource.resource_name, change, req.validate_only).await;
         let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
@@ -83,7 +91,9 @@ fn incremental_change<'a>(ops: impl Iterator<Item = (&'a str, i8, Option<&'a str
                 let m = format!("APPEND and SUBTRACT are not supported ({name}); use SET");
                 return Err((ResponseError::InvalidConfig, Some(m)));
             }
-            (other, _) => return Err((ResponseError::InvalidRequest, Some(format!("unknown config operation {other}")))),
+            (other, _) => {
+                return Err((ResponseError::InvalidRequest, Some(format!("unknown config operation {other}"))))
+            }
         }
     }
     Ok(change)
@@ -102,7 +112,12 @@ async fn apply(
             let m = "broker configs are static: set them in chronik.toml or flags";
             return Err((ResponseError::InvalidRequest, Some(m.into())));
         }
-        other => return Err((ResponseError::InvalidRequest, Some(format!("resource type {other} is not supported; only topics (2)")))),
+        other => {
+            return Err((
+                ResponseError::InvalidRequest,
+                Some(format!("resource type {other} is not supported; only topics (2)")),
+            ))
+        }
     }
     let name = resource_name.as_str();
     if !broker.replication.cluster().topics.contains_key(name) {

@@ -27,6 +27,8 @@ pub(crate) fn unsupported() -> ResponseKind {
 fn versions() -> Vec<ApiVersion> {
     supported_apis()
         .into_iter()
-        .map(|(key, min, max)| ApiVersion::default().with_api_key(key as i16).with_min_version(min).with_max_version(max))
+        .map(|(key, min, max)| {
+            ApiVersion::default().with_api_key(key as i16).with_min_version(min).with_max_version(max)
+        })
         .collect()
 }

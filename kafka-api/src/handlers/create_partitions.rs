@@ -14,7 +14,11 @@ use super::util;
 use crate::broker::Broker;
 use crate::errors;
 
-pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub(crate) async fn handle(
+    broker: &Arc<Broker>,
+    _version: i16,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let duplicates: Vec<String> =
         util::duplicates(req.topics.iter().map(|t| t.name.0.as_str())).into_iter().map(String::from).collect();
     let mut response = CreatePartitionsResponse::default();
@@ -45,7 +49,11 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: CreateParti
     response
 }
 
-async fn grow(broker: &Broker, topic: &CreatePartitionsTopic, validate_only: bool) -> Result<(), (ResponseError, Option<String>)> {
+async fn grow(
+    broker: &Broker,
+    topic: &CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), (ResponseError, Option<String>)> {
     let name = topic.name.0.as_str();
     let current = {
         let cluster = broker.replication.cluster();
@@ -55,7 +63,9 @@ async fn grow(broker: &Broker, topic: &CreatePartitionsTopic, validate_only: boo
     if topic.count <= current {
         let m = match topic.count == current {
             true => format!("Topic already has {current} partitions."),
-            false => format!("Topic currently has {current} partitions, which is higher than the requested {}.", topic.count),
+            false => {
+                format!("Topic currently has {current} partitions, which is higher than the requested {}.", topic.count)
+            }
         };
         return Err((ResponseError::InvalidPartitions, Some(m)));
     }
@@ -63,16 +73,23 @@ async fn grow(broker: &Broker, topic: &CreatePartitionsTopic, validate_only: boo
     let node = broker.config.node_id;
     if let Some(assignments) = &topic.assignments {
         if assignments.len() != added {
-            let m = format!("Increasing the number of partitions by {added} but {} assignments provided.", assignments.len());
+            let m = format!(
+                "Increasing the number of partitions by {added} but {} assignments provided.",
+                assignments.len()
+            );
             return Err((ResponseError::InvalidReplicaAssignment, Some(m)));
         }
         if !assignments.iter().all(|a| a.broker_ids.len() == 1 && a.broker_ids.iter().all(|b| b.0 == node)) {
-            return Err((ResponseError::InvalidReplicaAssignment, Some(format!("every new partition must be assigned to exactly broker {node}"))));
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                Some(format!("every new partition must be assigned to exactly broker {node}")),
+            ));
         }
     }
     if validate_only {
         return Ok(());
     }
     let replicas = vec![vec![node as u64]; added];
-    util::propose_meta(broker, MetaCommand::CreatePartitions { name: name.to_string(), replicas }).await
+    let command = MetaCommand::CreatePartitions { name: name.to_string(), current_count: current as usize, replicas };
+    util::propose_meta(broker, command).await
 }

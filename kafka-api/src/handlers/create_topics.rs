@@ -29,7 +29,8 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, req: CreateTopics
                 continue;
             }
             result.error_code = errors::code(&ResponseError::InvalidRequest);
-            result.error_message = Some(util::str_bytes(&format!("topic {name:?} appears more than once in the request")));
+            result.error_message =
+                Some(util::str_bytes(&format!("topic {name:?} appears more than once in the request")));
             response.topics.push(result);
             continue;
         }
@@ -65,7 +66,11 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, req: CreateTopics
 type Created = (i32, i16, BTreeMap<String, String>);
 
 /// Resolves defaults and manual assignments, then creates (or only validates) the topic.
-async fn create(broker: &Broker, topic: &CreatableTopic, validate_only: bool) -> Result<Created, (ResponseError, Option<String>)> {
+async fn create(
+    broker: &Broker,
+    topic: &CreatableTopic,
+    validate_only: bool,
+) -> Result<Created, (ResponseError, Option<String>)> {
     let (mut partitions, mut replication_factor) = (topic.num_partitions, topic.replication_factor);
     if !topic.assignments.is_empty() {
         if partitions != -1 || replication_factor != -1 {
@@ -92,7 +97,10 @@ async fn create(broker: &Broker, topic: &CreatableTopic, validate_only: bool) ->
     let mut configs = BTreeMap::new();
     for c in &topic.configs {
         let Some(value) = &c.value else {
-            return Err((ResponseError::InvalidConfig, Some(format!("null value not supported for topic config {}", c.name))));
+            return Err((
+                ResponseError::InvalidConfig,
+                Some(format!("null value not supported for topic config {}", c.name)),
+            ));
         };
         configs.insert(c.name.to_string(), value.to_string());
     }

@@ -39,7 +39,11 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, req: DeleteTopics
 }
 
 /// Deletes the topic named or identified; returns its name and id.
-async fn delete(broker: &Broker, name: Option<String>, id: uuid::Uuid) -> Result<(String, uuid::Uuid), (ResponseError, Option<String>)> {
+async fn delete(
+    broker: &Broker,
+    name: Option<String>,
+    id: uuid::Uuid,
+) -> Result<(String, uuid::Uuid), (ResponseError, Option<String>)> {
     let cluster = broker.replication.cluster();
     let topic = match (name, id.is_nil()) {
         (Some(name), true) => cluster.topics.get(&name).ok_or((ResponseError::UnknownTopicOrPartition, None))?,
@@ -47,7 +51,9 @@ async fn delete(broker: &Broker, name: Option<String>, id: uuid::Uuid) -> Result
             let topic = cluster.topics.values().find(|t| t.id == *id.as_bytes());
             topic.ok_or((ResponseError::UnknownTopicId, None))?
         }
-        (Some(_), false) => return Err((ResponseError::InvalidRequest, Some("give a topic name or id, not both".into()))),
+        (Some(_), false) => {
+            return Err((ResponseError::InvalidRequest, Some("give a topic name or id, not both".into())))
+        }
         (None, true) => return Err((ResponseError::InvalidRequest, Some("a topic name or id is required".into()))),
     };
     let (name, id) = (topic.name.clone(), uuid::Uuid::from_bytes(topic.id));

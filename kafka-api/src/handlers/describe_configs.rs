@@ -23,7 +23,9 @@ pub(crate) fn handle(broker: &Arc<Broker>, _version: i16, req: DescribeConfigsRe
         result.error_message = None;
         match describe(broker, &resource) {
             Ok(configs) => {
-                let wanted = |name: &str| resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
+                let wanted = |name: &str| {
+                    resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+                };
                 result.configs = configs.into_iter().filter(|c| wanted(c.name.as_str())).collect();
             }
             Err((e, message)) => {
@@ -36,7 +38,10 @@ pub(crate) fn handle(broker: &Arc<Broker>, _version: i16, req: DescribeConfigsRe
     response
 }
 
-fn describe(broker: &Broker, resource: &DescribeConfigsResource) -> Result<Vec<DescribeConfigsResourceResult>, (ResponseError, String)> {
+fn describe(
+    broker: &Broker,
+    resource: &DescribeConfigsResource,
+) -> Result<Vec<DescribeConfigsResourceResult>, (ResponseError, String)> {
     let defaults = &broker.config.topic_defaults;
     let name = resource.resource_name.as_str();
     match resource.resource_type {
@@ -60,7 +65,10 @@ fn describe(broker: &Broker, resource: &DescribeConfigsResource) -> Result<Vec<D
             let configs = defaults.describe_broker().into_iter();
             Ok(configs.map(|(key, value)| entry(key, value, util::SOURCE_STATIC_BROKER, true)).collect())
         }
-        other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported; only topics (2) and brokers (4)"))),
+        other => Err((
+            ResponseError::InvalidRequest,
+            format!("resource type {other} is not supported; only topics (2) and brokers (4)"),
+        )),
     }
 }
 

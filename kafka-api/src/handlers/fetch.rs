@@ -126,7 +126,7 @@ fn check_epoch(requested: i32, current: i32) -> Result<(), ResponseError> {
 async fn read_all(broker: &Arc<Broker>, wanted: &[Wanted], max_bytes: usize) -> Vec<Read> {
     let jobs: Vec<_> = wanted
         .iter()
-        .map(|w| (w.target.as_ref().map(|v| v.uid).map_err(|e| e.clone()), w.fetch_offset, w.max_bytes))
+        .map(|w| (w.target.as_ref().map(|v| v.uid).map_err(|e| *e), w.fetch_offset, w.max_bytes))
         .collect();
     let broker = broker.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -136,7 +136,9 @@ async fn read_all(broker: &Arc<Broker>, wanted: &[Wanted], max_bytes: usize) -> 
             .map(|(target, offset, partition_max)| {
                 let uid = match target {
                     Ok(uid) => uid,
-                    Err(e) => return Read { error: Some(e), high_watermark: -1, log_start_offset: -1, records: Vec::new() },
+                    Err(e) => {
+                        return Read { error: Some(e), high_watermark: -1, log_start_offset: -1, records: Vec::new() }
+                    }
                 };
                 let mut records = Vec::new();
                 let limit = partition_max.min(budget);
@@ -146,14 +148,26 @@ async fn read_all(broker: &Arc<Broker>, wanted: &[Wanted], max_bytes: usize) -> 
                             first = false;
                         }
                         budget = budget.saturating_sub(records.len());
-                        Read { error: None, high_watermark: outcome.high_watermark, log_start_offset: outcome.log_start_offset, records }
+                        Read {
+                            error: None,
+                            high_watermark: outcome.high_watermark,
+                            log_start_offset: outcome.log_start_offset,
+                            records,
+                        }
                     }
                     Err(e) => {
                         let (hw, start) = match &e {
-                            ReplicationError::OffsetOutOfRange { high_watermark, log_start, .. } => (*high_watermark, *log_start),
+                            ReplicationError::OffsetOutOfRange { high_watermark, log_start, .. } => {
+                                (*high_watermark, *log_start)
+                            }
                             _ => (-1, -1),
                         };
-                        Read { error: Some(errors::replication(&e)), high_watermark: hw, log_start_offset: start, records }
+                        Read {
+                            error: Some(errors::replication(&e)),
+                            high_watermark: hw,
+                            log_start_offset: start,
+                            records,
+                        }
                     }
                 }
             })
@@ -163,7 +177,12 @@ async fn read_all(broker: &Arc<Broker>, wanted: &[Wanted], max_bytes: usize) -> 
     result.unwrap_or_else(|_| {
         wanted
             .iter()
-            .map(|_| Read { error: Some(ResponseError::UnknownServerError), high_watermark: -1, log_start_offset: -1, records: Vec::new() })
+            .map(|_| Read {
+                error: Some(ResponseError::UnknownServerError),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Vec::new(),
+            })
             .collect()
     })
 }

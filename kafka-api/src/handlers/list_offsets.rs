@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chronik_replication::record_batch::BatchHeader;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
-use chronik_replication::record_batch::BatchHeader;
 
 use super::util;
 use crate::broker::Broker;

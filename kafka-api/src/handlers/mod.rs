@@ -1,6 +1,7 @@
 //! The handler table: every supported API with its version range, and the dispatch
 //! from a decoded request to its handler. ApiVersions is answered from this table.
 
+mod alter_configs;
 pub(crate) mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -8,7 +9,6 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
-mod alter_configs;
 mod fetch;
 mod init_producer_id;
 mod list_offsets;
@@ -31,10 +31,14 @@ use crate::broker::Broker;
 pub(crate) type PendingResponse = Pin<Box<dyn Future<Output = Result<Option<Bytes>, ()>> + Send>>;
 
 pub(crate) enum Reply {
-    Now(ResponseKind),
+    Now(Box<ResponseKind>),
     /// Completes later (produce waits for apply; fetch long-polls).
     Later(Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>),
     Nothing,
+}
+
+fn now(response: ResponseKind) -> Reply {
+    Reply::Now(Box::new(response))
 }
 
 /// Supported APIs and versions: (key, min, max).
@@ -75,23 +79,23 @@ pub(crate) async fn dispatch(broker: &Arc<Broker>, header: &RequestHeader, reque
     use RequestKind as R;
     use ResponseKind as S;
     match request {
-        R::ApiVersions(r) => Reply::Now(S::ApiVersions(api_versions::handle(v, r))),
-        R::Metadata(r) => Reply::Now(S::Metadata(metadata::handle(broker, v, r).await)),
+        R::ApiVersions(r) => now(S::ApiVersions(api_versions::handle(v, r))),
+        R::Metadata(r) => now(S::Metadata(metadata::handle(broker, v, r).await)),
         R::Produce(r) => produce::handle(broker, v, r).await,
         R::Fetch(r) => fetch::handle(broker, v, r),
-        R::ListOffsets(r) => Reply::Now(S::ListOffsets(list_offsets::handle(broker, v, r).await)),
-        R::OffsetForLeaderEpoch(r) => Reply::Now(S::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, v, r))),
-        R::CreateTopics(r) => Reply::Now(S::CreateTopics(create_topics::handle(broker, v, r).await)),
-        R::DeleteTopics(r) => Reply::Now(S::DeleteTopics(delete_topics::handle(broker, v, r).await)),
-        R::CreatePartitions(r) => Reply::Now(S::CreatePartitions(create_partitions::handle(broker, v, r).await)),
-        R::DeleteRecords(r) => Reply::Now(S::DeleteRecords(delete_records::handle(broker, v, r).await)),
-        R::DescribeConfigs(r) => Reply::Now(S::DescribeConfigs(describe_configs::handle(broker, v, r))),
-        R::AlterConfigs(r) => Reply::Now(S::AlterConfigs(alter_configs::handle_alter(broker, v, r).await)),
+        R::ListOffsets(r) => now(S::ListOffsets(list_offsets::handle(broker, v, r).await)),
+        R::OffsetForLeaderEpoch(r) => now(S::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, v, r))),
+        R::CreateTopics(r) => now(S::CreateTopics(create_topics::handle(broker, v, r).await)),
+        R::DeleteTopics(r) => now(S::DeleteTopics(delete_topics::handle(broker, v, r).await)),
+        R::CreatePartitions(r) => now(S::CreatePartitions(create_partitions::handle(broker, v, r).await)),
+        R::DeleteRecords(r) => now(S::DeleteRecords(delete_records::handle(broker, v, r).await)),
+        R::DescribeConfigs(r) => now(S::DescribeConfigs(describe_configs::handle(broker, v, r))),
+        R::AlterConfigs(r) => now(S::AlterConfigs(alter_configs::handle_alter(broker, v, r).await)),
         R::IncrementalAlterConfigs(r) => {
-            Reply::Now(S::IncrementalAlterConfigs(alter_configs::handle_incremental(broker, v, r).await))
+            now(S::IncrementalAlterConfigs(alter_configs::handle_incremental(broker, v, r).await))
         }
-        R::DescribeCluster(r) => Reply::Now(S::DescribeCluster(describe_cluster::handle(broker, v, r))),
-        R::InitProducerId(r) => Reply::Now(S::InitProducerId(init_producer_id::handle(broker, v, r).await)),
+        R::DescribeCluster(r) => now(S::DescribeCluster(describe_cluster::handle(broker, v, r))),
+        R::InitProducerId(r) => now(S::InitProducerId(init_producer_id::handle(broker, v, r).await)),
         other => {
             // is_supported() admits only the keys above, so this is unreachable in practice.
             tracing::error!(request = ?std::mem::discriminant(&other), "request without a handler");

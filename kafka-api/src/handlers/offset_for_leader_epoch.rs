@@ -10,7 +10,11 @@ use super::util;
 use crate::broker::Broker;
 use crate::errors;
 
-pub(crate) fn handle(broker: &Arc<Broker>, _version: i16, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub(crate) fn handle(
+    broker: &Arc<Broker>,
+    _version: i16,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let cluster = broker.replication.cluster();
     let mut response = OffsetForLeaderEpochResponse::default();
     for topic in req.topics {

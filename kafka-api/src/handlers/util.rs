@@ -100,9 +100,7 @@ pub(crate) async fn await_leaders(broker: &Broker, name: &str, timeout: std::tim
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let ready = broker.replication.cluster().topics.get(name).is_some_and(|t| {
-            t.partitions
-                .iter()
-                .all(|p| broker.replication.partition(p.uid).is_some_and(|v| v.leader().is_some()))
+            t.partitions.iter().all(|p| broker.replication.partition(p.uid).is_some_and(|v| v.leader().is_some()))
         });
         if ready || tokio::time::Instant::now() >= deadline {
             return;
