@@ -1,6 +1,7 @@
 //! `chronik`: run a node (`start`) or load-test one (`bench`). Wiring only; the work is
 //! in the library crates.
 
+mod alloc;
 mod bench;
 mod http;
 mod settings;
@@ -15,6 +16,9 @@ use chronik_replication::topic_config::TopicDefaults;
 use chronik_replication::{retention, Replication, ReplicationConfig};
 use clap::{Args, Parser, Subcommand};
 use settings::{FileSettings, Settings};
+
+#[global_allocator]
+static GLOBAL: alloc::Allocator = alloc::Allocator;
 
 #[derive(Parser)]
 #[command(name = "chronik", version, about = "A Kafka-compatible streaming platform on Raft and RocksDB")]

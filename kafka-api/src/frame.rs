@@ -96,8 +96,9 @@ mod tests {
 
     #[test]
     fn a_body_that_does_not_parse_is_malformed() {
-        // Metadata v1: header (client id length -1), then a topic array claiming 2^31-1 entries.
-        let frame = Bytes::from_static(&[0, 3, 0, 1, 0, 0, 0, 9, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);
+        // Metadata v1: header (client id length -1), one topic whose name claims 300 bytes
+        // but has 2.
+        let frame = Bytes::from_static(&[0, 3, 0, 1, 0, 0, 0, 9, 0xff, 0xff, 0, 0, 0, 1, 0x01, 0x2c, b'a', b'b']);
         assert!(matches!(decode_request(frame, ApiKey::Metadata, 1), Err(FrameError::Malformed { .. })));
     }
 }

@@ -60,6 +60,12 @@ async fn garbage_closes_only_its_connection_and_loses_nothing() {
         ("frame shorter than a header".into(), frame(&[0, 3])),
         ("unknown api key".into(), frame(&[0x7f, 0x00, 0, 1, 0, 0, 0, 7, 0, 0])),
         ("unsupported produce version".into(), frame(&[0, 0, 0x10, 0, 0, 0, 0, 7, 0, 0])),
+        // kafka-protocol pre-allocates arrays by their wire count (2^31-1 topics here).
+        ("array count of i32::MAX".into(), frame(&[0, 3, 0, 1, 0, 0, 0, 7, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff])),
+        (
+            "compact array count of u32::MAX".into(),
+            frame(&[0, 3, 0, 12, 0, 0, 0, 7, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+        ),
         ("metadata with garbage body".into(), frame(&[&[0u8, 3, 0, 9, 0, 0, 0, 7][..], &rng.bytes(64)].concat())),
         ("produce with garbage body".into(), frame(&[&[0u8, 0, 0, 9, 0, 0, 0, 7][..], &rng.bytes(300)].concat())),
     ];
