@@ -345,9 +345,6 @@ impl Driver {
         }
         engine.write(wb, Durability::Memtable)?;
 
-        for (reply, result) in self.replies.drain(..) {
-            let _ = reply.send(result);
-        }
         for id in touched {
             let Some(group) = self.groups.get_mut(&id) else { continue };
             let applied = group.node.raft.raft_log.applied;
@@ -358,6 +355,10 @@ impl Driver {
                     if group.node.raft.state == StateRole::Leader { self.node_id } else { group.node.raft.leader_id };
                 view.publish(m.state.next_offset, m.state.log_start_offset, group.node.raft.term, leader);
             }
+        }
+        // Answer only after publishing, so a client that saw its ack can read its write.
+        for (reply, result) in self.replies.drain(..) {
+            let _ = reply.send(result);
         }
         Ok(())
     }

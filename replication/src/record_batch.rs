@@ -204,3 +204,85 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
     raw.copy_from_slice(&b[at..at + 8]);
     i64::from_be_bytes(raw)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+    fn encode(count: usize, producer_id: i64, base_sequence: i32, compression: Compression) -> Vec<u8> {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: base_sequence + i as i32,
+                timestamp: 1000 + i as i64,
+                key: None,
+                value: Some(bytes::Bytes::from(format!("value {i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+            .expect("encode");
+        buf.to_vec()
+    }
+
+    #[test]
+    fn header_fields_match_what_the_encoder_wrote() {
+        for compression in
+            [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+        {
+            let bytes = encode(5, 42, 7, compression);
+            let h = BatchHeader::parse_checked(&bytes).expect("valid batch");
+            assert_eq!(h.len(), bytes.len());
+            assert_eq!((h.records_count(), h.last_offset_delta()), (5, 4));
+            assert_eq!((h.producer_id(), h.base_sequence(), h.last_sequence()), (42, 7, 11));
+            assert_eq!((h.base_timestamp(), h.max_timestamp()), (1000, 1004));
+            assert!(!h.is_transactional() && !h.is_control());
+        }
+    }
+
+    #[test]
+    fn rebasing_keeps_the_crc_valid() {
+        let bytes = encode(3, -1, 0, Compression::Lz4);
+        let mut out = Vec::new();
+        rebase(&bytes, 1234, 9, &mut out);
+        let h = BatchHeader::parse_checked(&out).expect("still valid");
+        assert_eq!((h.base_offset(), h.partition_leader_epoch()), (1234, 9));
+    }
+
+    #[test]
+    fn damage_is_detected_and_named() {
+        let bytes = encode(3, -1, 0, Compression::None);
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x40;
+        assert!(matches!(BatchHeader::parse_checked(&flipped), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(BatchHeader::parse(&bytes[..30]), Err(BatchError::Truncated { .. })));
+        assert!(matches!(BatchHeader::parse(&bytes[..bytes.len() - 1]), Err(BatchError::Truncated { .. })));
+        let mut magic = bytes.clone();
+        magic[MAGIC] = 1;
+        assert_eq!(BatchHeader::parse(&magic).map(|h| h.len()), Err(BatchError::UnsupportedMagic(1)));
+        let mut negative = bytes;
+        negative[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&(-5i32).to_be_bytes());
+        assert_eq!(BatchHeader::parse(&negative).map(|h| h.len()), Err(BatchError::BadLength(-5)));
+    }
+
+    #[test]
+    fn batches_splits_concatenated_batches_and_stops_at_damage() {
+        let mut two = encode(2, -1, 0, Compression::None);
+        two.extend(encode(3, -1, 0, Compression::Gzip));
+        let counts: Vec<i32> = batches(&two).map(|b| b.expect("valid").records_count()).collect();
+        assert_eq!(counts, vec![2, 3]);
+        two.push(0);
+        assert!(batches(&two).last().expect("an item").is_err());
+    }
+}
