@@ -56,6 +56,10 @@ pub struct ProduceArgs {
     linger_ms: u32,
     #[arg(long, default_value_t = 1_000_000)]
     batch_size: u32,
+    /// Target records/s (0: as fast as possible). Latency is meaningful only below
+    /// saturation; at full speed it mostly measures the client's own queue.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Extra librdkafka settings, KEY=VALUE.
     #[arg(long = "set")]
     settings: Vec<String>,
@@ -146,6 +150,12 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let partitions = args.common.partitions.max(1);
     let start = Instant::now();
     for i in 0..args.count {
+        if args.rate > 0 {
+            let due = start + Duration::from_secs_f64(i as f64 / args.rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         let mut record = BaseRecord::<[u8], [u8], _>::with_opaque_to(&args.common.topic, Box::new(Instant::now()))
             .payload(payload.as_slice())
             .partition((i % partitions as u64) as i32);
