@@ -267,6 +267,13 @@ fn cf_options(name: &str) -> Options {
         opts.set_compression_type(DBCompressionType::None);
         opts.set_write_buffer_size(128 << 20);
         opts.set_target_file_size_base(128 << 20);
+        // Batch bytes go to blob files when memtables flush; compactions then move only
+        // keys. With many partitions interleaved in every flush, rewriting the values in
+        // compaction cost a quarter of the CPU on the produce path (measured with perf).
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(4096);
+        opts.set_blob_file_size(256 << 20);
+        opts.set_enable_blob_gc(true);
         let mut table = BlockBasedOptions::default();
         table.set_block_size(64 << 10);
         opts.set_block_based_table_factory(&table);
