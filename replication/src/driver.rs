@@ -99,6 +99,7 @@ impl DriverHandle {
             groups: BTreeMap::new(),
             rx,
             pending_log: LogBatch::default(),
+            round_log: LogBatch::default(),
             replies: Vec::new(),
             fsyncs: 0,
         };
@@ -144,6 +145,8 @@ struct Driver {
     /// raft-engine writes made between rounds (new groups, compaction), persisted with
     /// the next round's write.
     pending_log: LogBatch,
+    /// The round's raft-engine write; kept across rounds so its buffer is reused.
+    round_log: LogBatch,
     replies: Vec<(Reply, ApplyResult)>,
     fsyncs: u64,
 }
@@ -299,7 +302,8 @@ impl Driver {
     }
 
     fn round(&mut self) -> Result<(), ReplicationError> {
-        let mut log_batch = std::mem::take(&mut self.pending_log);
+        let log_batch = &mut self.round_log;
+        log_batch.merge(&mut self.pending_log)?;
         let mut readies = Vec::new();
         for (id, group) in self.groups.iter_mut() {
             if !group.node.has_ready() {
@@ -309,9 +313,9 @@ impl Driver {
             // Messages to other replicas travel with the cluster transport; a
             // single-voter group produces none.
             let store = group.node.mut_store();
-            store.append(ready.entries(), &mut log_batch)?;
+            store.append(ready.entries(), log_batch)?;
             if let Some(hs) = ready.hs() {
-                store.set_hard_state(hs, &mut log_batch)?;
+                store.set_hard_state(hs, log_batch)?;
             }
             readies.push((*id, ready));
         }
@@ -319,7 +323,7 @@ impl Driver {
             return Ok(());
         }
         if !log_batch.is_empty() {
-            self.log.write(&mut log_batch, true)?;
+            self.log.write(log_batch, true)?;
             self.fsyncs += 1;
             metrics::FSYNCS.inc();
         }
