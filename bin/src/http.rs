@@ -8,12 +8,16 @@ pub async fn serve(listener: TcpListener) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
         tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
+            // Read until the request line is complete (it may arrive in pieces).
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 8192 {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+            }
+            let request = String::from_utf8_lossy(&buf);
             let path = request.split_whitespace().nth(1).unwrap_or("");
             let (status, content_type, body) = match path {
                 "/health" | "/ready" => ("200 OK", "text/plain", b"ok\n".to_vec()),

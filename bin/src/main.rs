@@ -117,6 +117,18 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     let replication_config = ReplicationConfig::new(settings.node_id, settings.data_dir.join("raft"));
     let replication = Arc::new(Replication::start(replication_config, engine.clone())?);
 
+    let kafka = tokio::net::TcpListener::bind(settings.kafka_addr)
+        .await
+        .with_context(|| format!("cannot listen for Kafka clients on {}", settings.kafka_addr))?;
+    let http = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+    let kafka_addr = kafka.local_addr()?;
+    let http_addr = http.local_addr()?;
+    // Port 0 binds any free port; advertise and report the one we got.
+    let advertise_port = if settings.advertise_port == 0 { kafka_addr.port() } else { settings.advertise_port };
+    write_listeners(&settings.data_dir, kafka_addr, http_addr)?;
+
     let topic_defaults = TopicDefaults {
         retention_ms: settings.log_retention_ms,
         retention_bytes: settings.log_retention_bytes,
@@ -128,7 +140,7 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
             node_id: settings.node_id as i32,
             cluster_id: cluster_id.clone(),
             advertised_host: settings.advertise_host.clone(),
-            advertised_port: settings.advertise_port as i32,
+            advertised_port: advertise_port as i32,
             auto_create_topics: settings.auto_create_topics,
             num_partitions: settings.num_partitions,
             default_replication_factor: 1,
@@ -139,20 +151,14 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
         replication.clone(),
     );
 
-    let kafka = tokio::net::TcpListener::bind(settings.kafka_addr)
-        .await
-        .with_context(|| format!("cannot listen for Kafka clients on {}", settings.kafka_addr))?;
-    let http = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
     let http_task = tokio::spawn(http::serve(http));
     let retention_task = retention::spawn(replication.clone(), topic_defaults, settings.retention_check_interval);
     tracing::info!(
         node_id = settings.node_id,
         %cluster_id,
-        kafka = %settings.kafka_addr,
-        advertised = %format!("{}:{}", settings.advertise_host, settings.advertise_port),
-        http = %settings.http_addr,
+        kafka = %kafka_addr,
+        advertised = %format!("{}:{}", settings.advertise_host, advertise_port),
+        http = %http_addr,
         rpc_reserved = %settings.rpc_addr,
         data_dir = %settings.data_dir.display(),
         "chronik node started"
@@ -164,6 +170,21 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     http_task.abort();
     replication.shutdown();
     tracing::info!("chronik node stopped");
+    Ok(())
+}
+
+/// Records the bound addresses in `<data-dir>/listeners` (`kafka=HOST:PORT`,
+/// `http=HOST:PORT`), so whoever started the node with port 0 can find it.
+fn write_listeners(
+    data_dir: &std::path::Path,
+    kafka: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let path = data_dir.join("listeners");
+    let tmp = data_dir.join("listeners.tmp");
+    std::fs::write(&tmp, format!("kafka={kafka}\nhttp={http}\n"))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

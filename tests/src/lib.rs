@@ -3,7 +3,6 @@
 
 pub mod raw;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,10 +29,6 @@ pub fn chronik_bin() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
-}
-
 /// A running node process with its own data dir.
 pub struct Node {
     pub data_dir: PathBuf,
@@ -45,13 +40,15 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node in a fresh temporary data dir; `extra` are additional flags.
+    /// Starts a node in a fresh temporary data dir; `extra` are additional flags. The
+    /// node binds free ports itself (port 0) and reports them in `<data-dir>/listeners`;
+    /// restarts reuse them, so clients reconnect to the same address.
     pub fn start(extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut node = Node {
             data_dir: dir.path().join("data"),
-            kafka_port: free_port(),
-            http_port: free_port(),
+            kafka_port: 0,
+            http_port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             _dir: Some(dir),
@@ -65,14 +62,14 @@ impl Node {
     }
 
     fn spawn(&mut self) {
-        let kafka = self.bootstrap();
+        let _ = std::fs::remove_file(self.data_dir.join("listeners"));
         let child = Command::new(chronik_bin())
             .arg("start")
             .args(["--node-id", "1"])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--kafka-addr", &kafka, "--advertise-kafka-addr", &kafka])
-            .args(["--rpc-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--kafka-addr", &self.bootstrap()])
+            .args(["--rpc-addr", "127.0.0.1:0"])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.http_port)])
             .args(&self.extra)
             .env("CHRONIK_LOG", std::env::var("CHRONIK_LOG").unwrap_or_else(|_| "warn".into()))
@@ -86,7 +83,9 @@ impl Node {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.kafka_port)).is_ok() {
+            if let Some((kafka, http)) = self.read_listeners() {
+                self.kafka_port = kafka;
+                self.http_port = http;
                 return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -95,6 +94,16 @@ impl Node {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("chronik did not start listening within 30 s");
+    }
+
+    /// The ports in `<data-dir>/listeners`, written once the node listens.
+    fn read_listeners(&self) -> Option<(u16, u16)> {
+        let text = std::fs::read_to_string(self.data_dir.join("listeners")).ok()?;
+        let port = |name: &str| -> Option<u16> {
+            let line = text.lines().find_map(|l| l.strip_prefix(name))?;
+            line.rsplit_once(':')?.1.parse().ok()
+        };
+        Some((port("kafka=")?, port("http=")?))
     }
 
     /// SIGKILL: no flush, no goodbye.
@@ -121,7 +130,7 @@ impl Node {
     pub fn http_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).expect("http connect");
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("http write");
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("http write");
         let mut out = String::new();
         let _ = stream.read_to_string(&mut out);
         out
