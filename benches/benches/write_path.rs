@@ -3,36 +3,16 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use chronik_engine::{Durability, Engine};
 use chronik_replication::command::MetaCommand;
 use chronik_replication::{Replication, ReplicationConfig};
+use chronik_tests::raw::TestBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 /// A v2 batch of `count` records of `size` bytes each.
 fn batch(count: usize, size: usize) -> bytes::Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(vec![b'v'; size].into()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encode");
-    buf.freeze()
+    let value = vec![b'v'; size];
+    TestBatch::default().encode(&vec![value.as_slice(); count])
 }
 
 fn engine_append_read(c: &mut Criterion) {

@@ -5,8 +5,9 @@
 #   cargo build --release --bin chronik
 #   benches/compare/run.sh [--kafka-fsync]       e.g. COUNT=300000 benches/compare/run.sh
 # --kafka-fsync adds a Kafka run with log.flush.interval.messages=1 (fsync every write).
-# Env: COUNT (1000000), RATE (20000 records/s for latency), CHRONIK_BIN, KAFKA_VERSION
-# (4.1.1), CHRONIK_COMPARE_CACHE (/var/tmp/chronik-compare: Kafka jars; scratch data).
+# Env: COUNT (1000000), RATE (20000 records/s for latency), LATENCY_FLAGS (see below),
+# CHRONIK_BIN, KAFKA_VERSION (4.1.1), CHRONIK_COMPARE_CACHE (/var/tmp/chronik-compare:
+# Kafka jars; scratch data).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -18,6 +19,10 @@ case ${1:-} in
 esac
 COUNT=${COUNT:-1000000}
 RATE=${RATE:-20000}
+# Latency runs cap in-flight requests at the Java client's default (5): with librdkafka's
+# default (1000000) and linger.ms=0, every record is its own pipelined request and Kafka,
+# which serves one request per connection at a time, queues them for hundreds of ms.
+read -ra LAT <<<"${LATENCY_FLAGS:---linger-ms 0 --set max.in.flight.requests.per.connection=5}"
 BIN=${CHRONIK_BIN:-${CARGO_TARGET_DIR:-target}/release/chronik}
 KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
 CACHE=${CHRONIK_COMPARE_CACHE:-/var/tmp/chronik-compare}
@@ -109,6 +114,7 @@ start_chronik() {
 bench() {  # KIND EXPECTED_RECORDS ARGS...: one `chronik bench` run; prints its JSON line
   local kind=$1 n=$2 out
   shift 2
+  sync  # so that the previous run's page-cache writeback does not land in this one
   out=$(timeout "$LIMIT" "$BIN" bench "$kind" --json "$@" 2>>"$RUN/bench.err" | tail -n 1) \
     || die "chronik bench $kind $* failed" "$RUN/bench.err"
   jq -e --argjson n "$n" '.records == $n and (.errors // 0) == 0' <<<"$out" >/dev/null \
@@ -139,7 +145,7 @@ measure() {  # SYSTEM PORT: the node is starting; wait until it takes writes, th
     J[$sys,consume,$p]=$(bench consume "$COUNT" --bootstrap "$b" --topic "tput-$p" --partitions "$p" \
       --count "$COUNT")
     J[$sys,latency,$p]=$(bench produce $((COUNT / 5)) --bootstrap "$b" --topic "lat-$p" --partitions "$p" \
-      --count $((COUNT / 5)) --acks all --rate "$RATE" --linger-ms 0)
+      --count $((COUNT / 5)) --acks all --rate "$RATE" "${LAT[@]}")
   done
   stop
   rm -rf "$RUN/kafka" "$RUN/chronik"
@@ -183,7 +189,7 @@ row() {  # LABEL FIGURE JQ_FIELD DECIMALS PARTITIONS
 }
 echo
 echo "Single node, loopback, $(nproc) cores, 1 KiB records, acks=all, COUNT=$COUNT, load: chronik bench (librdkafka)."
-echo "Throughput: linger.ms=5. Latency: $((COUNT / 5)) records at $RATE records/s, linger.ms=0 (lower is better)."
+echo "Throughput: linger.ms=5. Latency (lower is better): $((COUNT / 5)) records at $RATE records/s, ${LAT[*]}."
 echo
 {
   line figure "${cols[@]}"

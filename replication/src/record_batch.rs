@@ -208,31 +208,14 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use chronik_tests::raw::TestBatch;
+    use kafka_protocol::records::Compression;
 
     fn encode(count: usize, producer_id: i64, base_sequence: i32, compression: Compression) -> Vec<u8> {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id,
-                producer_epoch: 0,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: base_sequence + i as i32,
-                timestamp: 1000 + i as i64,
-                key: None,
-                value: Some(bytes::Bytes::from(format!("value {i}"))),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-            .expect("encode");
-        buf.to_vec()
+        let values: Vec<String> = (0..count).map(|i| format!("value {i}")).collect();
+        let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        let spec = TestBatch { producer_id, producer_epoch: 0, base_sequence, compression, first_timestamp: 1000 };
+        spec.encode(&values).to_vec()
     }
 
     #[test]

@@ -4,34 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use chronik_engine::Engine;
 use chronik_replication::command::MetaCommand;
 use chronik_replication::{MetaOutcome, MetaRejection, Replication, ReplicationConfig, ReplicationError};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use chronik_tests::raw::TestBatch;
 
-fn batch(count: usize, timestamp: i64) -> Vec<u8> {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp,
-            key: None,
-            value: Some(bytes::Bytes::from(vec![b'v'; 10])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("encode");
-    buf.to_vec()
+fn batch(count: usize, first_timestamp: i64) -> Vec<u8> {
+    let values = vec![b"vvvvvvvvvv".as_slice(); count];
+    TestBatch { first_timestamp, ..TestBatch::default() }.encode(&values).to_vec()
 }
 
 fn open(dir: &std::path::Path) -> Replication {
@@ -72,7 +52,7 @@ async fn appends_reads_trims_and_recovery() {
         // Proposals queued in order are applied in order, at dense offsets.
         let mut pending = Vec::new();
         for i in 0..10 {
-            pending.push(r.submit_append(uid, &batch(3, 1000 + i)).await.expect("submit"));
+            pending.push(r.submit_append(uid, &batch(3, 1000 + 10 * i)).await.expect("submit"));
         }
         for (i, p) in pending.into_iter().enumerate() {
             assert_eq!(p.await.expect("applied").base_offset, 3 * i as i64);
@@ -97,7 +77,7 @@ async fn appends_reads_trims_and_recovery() {
         assert_eq!(r.trim(uid, 7).await.expect("trim"), 7);
         assert!(matches!(r.read(uid, 0, 100, true, &mut out), Err(ReplicationError::OffsetOutOfRange { .. })));
         // The batch holding offset 7 (base 6) is kept; ListOffsets by time still finds it.
-        assert!(r.batch_by_timestamp(uid, Some(1002)).expect("lookup").is_some());
+        assert!(r.batch_by_timestamp(uid, Some(1020)).expect("lookup").is_some());
         r.shutdown();
     }
     let r = open(dir.path());

@@ -73,28 +73,57 @@ pub fn batch(
     base_sequence: i32,
     compression: Compression,
 ) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // Sequences must track offsets for the encoder to keep one batch.
-            sequence: if producer_id < 0 { i as i32 } else { base_sequence + i as i32 },
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v)),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-        .expect("encode batch");
-    buf.freeze()
+    TestBatch { producer_id, producer_epoch, base_sequence, compression, ..TestBatch::default() }.encode(values)
+}
+
+/// A v2 record batch for tests, encoded by `kafka-protocol`: one record per value,
+/// timestamps `first_timestamp`, `first_timestamp + 1`, ...
+#[derive(Debug, Clone, Copy)]
+pub struct TestBatch {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub compression: Compression,
+    pub first_timestamp: i64,
+}
+
+impl Default for TestBatch {
+    fn default() -> Self {
+        TestBatch {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: 0,
+            compression: Compression::None,
+            first_timestamp: 1_700_000_000_000,
+        }
+    }
+}
+
+impl TestBatch {
+    pub fn encode(&self, values: &[&[u8]]) -> Bytes {
+        let records: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: self.producer_id,
+                producer_epoch: self.producer_epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // Sequences must track offsets for the encoder to keep one batch.
+                sequence: self.base_sequence + i as i32,
+                timestamp: self.first_timestamp + i as i64,
+                key: None,
+                value: Some(Bytes::copy_from_slice(v)),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions { version: 2, compression: self.compression };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode batch");
+        buf.freeze()
+    }
 }
