@@ -323,12 +323,14 @@ impl Driver {
             return Ok(());
         }
         if !log_batch.is_empty() {
+            let _timer = metrics::PERSIST_SECONDS.start_timer();
             self.log.write(log_batch, true)?;
             self.fsyncs += 1;
             metrics::FSYNCS.inc();
         }
         metrics::ROUNDS.inc();
 
+        let apply_timer = metrics::APPLY_SECONDS.start_timer();
         let engine = self.engine.clone();
         let mut wb = engine.batch();
         let mut touched = Vec::with_capacity(readies.len());
@@ -348,6 +350,7 @@ impl Driver {
             }
         }
         engine.write(wb, Durability::Memtable)?;
+        apply_timer.observe_duration();
 
         for id in touched {
             let Some(group) = self.groups.get_mut(&id) else { continue };
