@@ -30,6 +30,7 @@ fn engine_append_read(c: &mut Criterion) {
             offset += 64;
         })
     });
+    group.throughput(Throughput::Bytes(1 << 20));
     group.bench_function("read 1 MiB from the middle", |b| {
         let mut out = Vec::with_capacity(2 << 20);
         b.iter(|| {
