@@ -31,6 +31,11 @@ use crate::{logger, metrics, AppendError, AppendOutcome, ReplicationConfig, Repl
 const META_GROUP: u64 = 0;
 /// Proposals taken from the queue per round at most, so ticks are never starved.
 const MAX_PROPOSALS_PER_ROUND: usize = 8192;
+/// Proposal bytes taken per round at most: raft-engine refuses a write over 2 GiB, and
+/// smaller rounds keep latency even.
+const MAX_PROPOSAL_BYTES_PER_ROUND: usize = 64 << 20;
+/// Rounds allowed to replay the log at start-up.
+const MAX_REPLAY_ROUNDS: usize = 100_000;
 
 /// What applying one proposal produced.
 #[derive(Debug)]
@@ -47,6 +52,16 @@ enum Msg {
     Propose { group: u64, data: Vec<u8>, reply: Reply, permit: OwnedSemaphorePermit },
     Compact(Vec<(u64, u64)>),
     Shutdown,
+}
+
+impl Msg {
+    /// Bytes this message adds to a round.
+    fn len(&self) -> usize {
+        match self {
+            Msg::Propose { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// A proposal waiting for its entry to be applied.
@@ -101,6 +116,7 @@ impl DriverHandle {
             pending_log: LogBatch::default(),
             round_log: LogBatch::default(),
             replies: Vec::new(),
+            to_clean: Vec::new(),
             fsyncs: 0,
         };
         driver.restore()?;
@@ -148,6 +164,9 @@ struct Driver {
     /// The round's raft-engine write; kept across rounds so its buffer is reused.
     round_log: LogBatch,
     replies: Vec<(Reply, ApplyResult)>,
+    /// Groups of deleted partitions whose raft-engine regions are removed once the
+    /// deletion is flushed to RocksDB (removing them earlier could strand a restart).
+    to_clean: Vec<u64>,
     fsyncs: u64,
 }
 
@@ -164,7 +183,19 @@ impl Driver {
         }
         // Persist bootstrap state before any proposal can be acknowledged.
         self.log.write(&mut self.pending_log, true)?;
-        Ok(())
+        // Re-apply what raft-engine committed beyond the flushed state before anyone
+        // reads: otherwise a reader would see offsets below what was acknowledged.
+        for _ in 0..MAX_REPLAY_ROUNDS {
+            if self
+                .groups
+                .values()
+                .all(|g| !g.node.has_ready() && g.node.raft.raft_log.applied >= g.node.raft.raft_log.committed)
+            {
+                return Ok(());
+            }
+            self.round()?;
+        }
+        Err(ReplicationError::Internal(format!("log replay did not finish in {MAX_REPLAY_ROUNDS} rounds")))
     }
 
     fn open_partition(&mut self, p: &PartitionMeta) -> Result<(), ReplicationError> {
@@ -188,6 +219,7 @@ impl Driver {
             heartbeat_tick: 3,
             applied,
             max_size_per_msg: 1 << 20,
+            max_committed_size_per_ready: 256 << 20,
             max_inflight_msgs: 256,
             check_quorum: true,
             pre_vote: true,
@@ -220,13 +252,15 @@ impl Driver {
             match self.rx.recv_timeout(timeout) {
                 Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(msg) => {
+                    let mut bytes = msg.len();
                     if !self.handle(msg) {
                         break;
                     }
                     let mut taken = 1;
-                    while taken < MAX_PROPOSALS_PER_ROUND {
+                    while taken < MAX_PROPOSALS_PER_ROUND && bytes < MAX_PROPOSAL_BYTES_PER_ROUND {
                         match self.rx.try_recv() {
                             Ok(msg) => {
+                                bytes += msg.len();
                                 if !self.handle(msg) {
                                     return self.finish();
                                 }
@@ -245,9 +279,11 @@ impl Driver {
                 next_tick = Instant::now() + self.tick_interval;
             }
             if let Err(e) = self.round() {
-                // A failed write to the Raft log or the store cannot be retried safely.
-                tracing::error!(error = %e, "raft round failed; stopping the driver");
-                break;
+                // A failed write to the Raft log or the store cannot be retried safely, and
+                // a node without its driver would only look alive: stop the process so a
+                // supervisor restarts it (recovery replays the log).
+                tracing::error!(error = %e, "raft round failed; exiting");
+                std::process::exit(1);
             }
         }
         self.finish();
@@ -351,6 +387,12 @@ impl Driver {
         }
         engine.write(wb, Durability::Memtable)?;
         apply_timer.observe_duration();
+        if !self.to_clean.is_empty() {
+            engine.flush()?;
+            for uid in self.to_clean.drain(..) {
+                self.pending_log.add_command(uid, raft_engine::Command::Clean);
+            }
+        }
 
         for id in touched {
             let Some(group) = self.groups.get_mut(&id) else { continue };
@@ -408,7 +450,7 @@ impl Driver {
                 }
             }
             self.views.remove_group(uid);
-            self.pending_log.add_command(uid, raft_engine::Command::Clean);
+            self.to_clean.push(uid);
         }
         let node_id = self.node_id;
         for p in effects.created.iter().filter(|p| p.replicas.contains(&node_id)) {

@@ -27,6 +27,22 @@ struct ProducerEntry {
 }
 
 impl ProducerEntry {
+    /// Remembers batch `h`, stored at `base_offset`; a new epoch forgets older batches.
+    fn record(&mut self, h: &BatchHeader<'_>, base_offset: i64) {
+        if self.epoch != h.producer_epoch() {
+            self.epoch = h.producer_epoch();
+            self.batches.clear();
+        }
+        self.batches.push_back(BatchRecord {
+            first_sequence: h.base_sequence(),
+            last_sequence: h.last_sequence(),
+            base_offset,
+        });
+        if self.batches.len() > PRODUCER_BATCHES_KEPT {
+            self.batches.pop_front();
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(2 + self.batches.len() * 16);
         out.extend_from_slice(&self.epoch.to_be_bytes());
@@ -106,10 +122,24 @@ impl PartitionMachine {
         if headers.is_empty() {
             return Err(AppendError::CorruptBatch("no record batch".into()));
         }
-        // Check every batch before changing anything.
+        // Check every batch before changing anything, each against the producer state
+        // left by the request's earlier batches (as Kafka does).
         let mut decisions = Vec::with_capacity(headers.len());
+        let mut staged: HashMap<i64, ProducerEntry> = HashMap::new();
+        let mut next_offset = self.state.next_offset;
         for h in &headers {
-            decisions.push(self.check_sequence(h)?);
+            let pid = h.producer_id();
+            let current = staged.get(&pid).or_else(|| self.producers.get(&pid));
+            let decision = check_sequence(current, h)?;
+            if let Sequencing::Fresh = decision {
+                if pid >= 0 {
+                    let mut entry = current.cloned().unwrap_or_default();
+                    entry.record(h, next_offset);
+                    staged.insert(pid, entry);
+                }
+                next_offset += h.last_offset_delta() as i64 + 1;
+            }
+            decisions.push(decision);
         }
         let mut first_offset = None;
         for (h, decision) in headers.iter().zip(decisions) {
@@ -126,34 +156,6 @@ impl PartitionMachine {
         })
     }
 
-    fn check_sequence(&self, h: &BatchHeader<'_>) -> Result<Sequencing, AppendError> {
-        let pid = h.producer_id();
-        if pid < 0 {
-            return Ok(Sequencing::Fresh);
-        }
-        let Some(entry) = self.producers.get(&pid) else {
-            return Ok(Sequencing::Fresh);
-        };
-        let epoch = h.producer_epoch();
-        if epoch < entry.epoch {
-            return Err(AppendError::InvalidProducerEpoch);
-        }
-        if epoch > entry.epoch {
-            return if h.base_sequence() == 0 { Ok(Sequencing::Fresh) } else { Err(AppendError::OutOfOrderSequence) };
-        }
-        if let Some(dup) =
-            entry.batches.iter().find(|b| b.first_sequence == h.base_sequence() && b.last_sequence == h.last_sequence())
-        {
-            return Ok(Sequencing::Duplicate(dup.base_offset));
-        }
-        let expected = entry.batches.back().map_or(0, |b| next_sequence(b.last_sequence));
-        if h.base_sequence() == expected {
-            Ok(Sequencing::Fresh)
-        } else {
-            Err(AppendError::OutOfOrderSequence)
-        }
-    }
-
     fn store(&mut self, h: &BatchHeader<'_>, term: u64, wb: &mut WriteBatch<'_>) -> i64 {
         let base = self.state.next_offset;
         record_batch::rebase(h.bytes(), base, term as i32, &mut self.scratch);
@@ -167,18 +169,7 @@ impl PartitionMachine {
         let pid = h.producer_id();
         if pid >= 0 {
             let entry = self.producers.entry(pid).or_default();
-            if entry.epoch != h.producer_epoch() {
-                entry.epoch = h.producer_epoch();
-                entry.batches.clear();
-            }
-            entry.batches.push_back(BatchRecord {
-                first_sequence: h.base_sequence(),
-                last_sequence: h.last_sequence(),
-                base_offset: base,
-            });
-            if entry.batches.len() > PRODUCER_BATCHES_KEPT {
-                entry.batches.pop_front();
-            }
+            entry.record(h, base);
             wb.put_producer_state(self.uid, pid, &entry.encode());
         }
         base
@@ -208,6 +199,34 @@ impl PartitionMachine {
         self.state.log_start_offset = target;
         wb.put_partition_state(self.uid, &self.state);
         Ok(target)
+    }
+}
+
+/// Decides whether `h` is new, a duplicate, or refused, given its producer's state.
+fn check_sequence(entry: Option<&ProducerEntry>, h: &BatchHeader<'_>) -> Result<Sequencing, AppendError> {
+    if h.producer_id() < 0 {
+        return Ok(Sequencing::Fresh);
+    }
+    let Some(entry) = entry else {
+        return Ok(Sequencing::Fresh);
+    };
+    let epoch = h.producer_epoch();
+    if epoch < entry.epoch {
+        return Err(AppendError::InvalidProducerEpoch);
+    }
+    if epoch > entry.epoch {
+        return if h.base_sequence() == 0 { Ok(Sequencing::Fresh) } else { Err(AppendError::OutOfOrderSequence) };
+    }
+    if let Some(dup) =
+        entry.batches.iter().find(|b| b.first_sequence == h.base_sequence() && b.last_sequence == h.last_sequence())
+    {
+        return Ok(Sequencing::Duplicate(dup.base_offset));
+    }
+    let expected = entry.batches.back().map_or(0, |b| next_sequence(b.last_sequence));
+    if h.base_sequence() == expected {
+        Ok(Sequencing::Fresh)
+    } else {
+        Err(AppendError::OutOfOrderSequence)
     }
 }
 

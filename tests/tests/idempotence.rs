@@ -50,10 +50,19 @@ async fn duplicates_are_dropped_and_gaps_refused() {
     let (code, _) = produce(&mut client, "dedupe", batch(&[b"y"], pid, epoch, 4, Compression::None));
     assert_eq!(code, ResponseError::InvalidProducerEpoch.code());
 
+    // Two batches of one producer in one request: the second follows the first.
+    let two = [
+        batch(&[b"f"], pid, epoch + 1, 1, Compression::None),
+        batch(&[b"g", b"h"], pid, epoch + 1, 2, Compression::None),
+    ]
+    .concat();
+    assert_eq!(produce(&mut client, "dedupe", two.into()), (0, 5));
+
     let consumer = consumer(&node, "dedupe", 0, Offset::Beginning, &[]);
-    let got = consume(&consumer, 5, Duration::from_secs(10));
+    let got = consume(&consumer, 8, Duration::from_secs(10));
     let values: Vec<_> = got.iter().filter_map(|g| g.value.clone()).collect();
-    assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec(), b"e".to_vec()]);
+    let expected: Vec<Vec<u8>> = [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"].iter().map(|v| v.to_vec()).collect();
+    assert_eq!(values, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

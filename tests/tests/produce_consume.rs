@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chronik_tests::{consume, consumer, create_topic, producer, Node};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
@@ -81,6 +82,10 @@ async fn acknowledged_records_survive_kill_9() {
     drop(producer);
     node.kill9();
     node.restart();
+    // The log is replayed before the node listens: the high watermark never goes back.
+    let probe = consumer(&node, "durable", 0, Offset::Beginning, &[]);
+    let (_, high) = probe.fetch_watermarks("durable", 0, Duration::from_secs(5)).expect("watermarks");
+    assert_eq!(high, 100);
     for partition in 0..4 {
         let expected: Vec<_> = acked.iter().filter(|a| a.0 == partition).collect();
         let consumer = consumer(&node, "durable", partition, Offset::Beginning, &[]);
@@ -97,6 +102,32 @@ async fn acknowledged_records_survive_kill_9() {
         .await
         .expect("acked after restart");
     assert_eq!(delivery.offset, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_stays_deleted_after_kill_9() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    let mut node = Node::start(&["--auto-create-topics-enable", "false"]);
+    create_topic(&node, "doomed", 2, &[]).await;
+    produce_n(&node, "doomed", 50, &[]).await;
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", node.bootstrap()).create().expect("admin");
+    for r in admin.delete_topics(&["doomed"], &AdminOptions::new()).await.expect("delete_topics") {
+        r.expect("deleted");
+    }
+    node.kill9();
+    node.restart();
+    let metadata_client = chronik_tests::producer(&node, &[]);
+    let metadata = rdkafka::producer::Producer::client(&metadata_client)
+        .fetch_metadata(None, Duration::from_secs(5))
+        .expect("metadata");
+    assert!(metadata.topics().iter().all(|t| t.name() != "doomed"), "the topic is gone after the restart");
+    // The name can be used again and starts empty.
+    create_topic(&node, "doomed", 1, &[]).await;
+    let offsets = produce_n(&node, "doomed", 3, &[]).await;
+    assert_eq!(offsets, vec![0, 1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

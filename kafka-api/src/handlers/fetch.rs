@@ -83,7 +83,7 @@ async fn fetch(broker: Arc<Broker>, _version: i16, request: FetchRequest) -> Fet
         let reads = read_all(&broker, &wanted, max_bytes).await;
         let bytes: usize = reads.iter().map(|r| r.records.len()).sum();
         let errors = reads.iter().any(|r| r.error.is_some());
-        if bytes >= min_bytes.max(1) || errors || changes.is_empty() || tokio::time::Instant::now() >= deadline {
+        if bytes >= min_bytes || errors || changes.is_empty() || tokio::time::Instant::now() >= deadline {
             break reads;
         }
         let any_change = select_all(changes.into_iter().map(|c| c.boxed()));
