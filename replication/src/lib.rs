@@ -38,6 +38,9 @@ pub use view::{PartitionView, ReadOutcome};
 
 use command::{MetaCommand, PartitionCommand};
 
+/// Bytes read at most to answer one timestamp lookup.
+const MAX_TIMESTAMP_SCAN_BYTES: usize = 64 << 20;
+
 /// Where the first record of an appended request landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -172,18 +175,29 @@ impl Replication {
         view.read(&self.engine, from, max_bytes, min_one, out)
     }
 
-    /// The stored batch that holds the first record with a timestamp `>= timestamp`
-    /// (or the batch with the greatest timestamp when `timestamp` is `None`).
-    pub fn batch_by_timestamp(&self, uid: u64, timestamp: Option<i64>) -> Result<Option<Vec<u8>>, ReplicationError> {
-        self.views.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
+    /// The stored batches that can hold the first record with a timestamp `>= timestamp`
+    /// (or, with `None`, the greatest timestamp), concatenated, in offset order.
+    ///
+    /// The time index has an entry only for batches that raised the partition's maximum
+    /// timestamp, so the answer can also lie in the unindexed batches after the indexed
+    /// one: this returns the indexed batch through the next indexed one (or the high
+    /// watermark), at most `MAX_TIMESTAMP_SCAN_BYTES`. The first batch may start before
+    /// the log start (a trim inside it): callers skip records below the log start.
+    pub fn batches_by_timestamp(&self, uid: u64, timestamp: Option<i64>) -> Result<Option<Vec<u8>>, ReplicationError> {
+        let view = self.views.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
         let entry = match timestamp {
             Some(ts) => self.engine.time_index_seek(uid, ts)?,
             None => self.engine.time_index_last(uid)?,
         };
-        // The batch may start before the log start (a trim inside it): callers skip
-        // records below the log start.
-        let Some((_, base)) = entry else { return Ok(None) };
-        Ok(self.engine.stored_batch(uid, base)?)
+        let Some((indexed_ts, base)) = entry else { return Ok(None) };
+        let end = match timestamp {
+            Some(_) => self.engine.time_index_seek(uid, indexed_ts.saturating_add(1))?.map(|(_, next)| next + 1),
+            None => None,
+        };
+        let end = end.unwrap_or(i64::MAX).min(view.high_watermark());
+        let mut out = Vec::new();
+        self.engine.read_batches(uid, base, end, MAX_TIMESTAMP_SCAN_BYTES, true, &mut out)?;
+        Ok(Some(out).filter(|b| !b.is_empty()))
     }
 
     /// Leader epochs of a partition with the offset each began at.

@@ -67,7 +67,7 @@ fn keep_from(
         // everything up to the high watermark has expired.
         let cutoff = now_ms.saturating_sub(retention_ms);
         let view = r.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
-        let first_kept = match r.batch_by_timestamp(uid, Some(cutoff))? {
+        let first_kept = match r.batches_by_timestamp(uid, Some(cutoff))? {
             Some(batch) => crate::record_batch::BatchHeader::parse(&batch).map(|h| h.base_offset()).ok(),
             None => Some(view.high_watermark()),
         };

@@ -77,7 +77,7 @@ async fn appends_reads_trims_and_recovery() {
         assert_eq!(r.trim(uid, 7).await.expect("trim"), 7);
         assert!(matches!(r.read(uid, 0, 100, true, &mut out), Err(ReplicationError::OffsetOutOfRange { .. })));
         // The batch holding offset 7 (base 6) is kept; ListOffsets by time still finds it.
-        assert!(r.batch_by_timestamp(uid, Some(1020)).expect("lookup").is_some());
+        assert!(r.batches_by_timestamp(uid, Some(1020)).expect("lookup").is_some());
         r.shutdown();
     }
     let r = open(dir.path());

@@ -72,7 +72,7 @@ async fn lookup(
     };
     let (start, end) = (view.log_start_offset(), view.high_watermark());
     let b = broker.clone();
-    let batch = tokio::task::spawn_blocking(move || b.replication.batch_by_timestamp(uid, target))
+    let batch = tokio::task::spawn_blocking(move || b.replication.batches_by_timestamp(uid, target))
         .await
         .map_err(|_| ResponseError::UnknownServerError)?
         .map_err(|e| errors::replication(&e))?;
@@ -80,23 +80,27 @@ async fn lookup(
     Ok(find_record(batch, target, start, end))
 }
 
-/// In one stored batch: the first record at or after `target`, or (with `None`) the
-/// first record with the greatest timestamp; only records in `[start, end)` count.
-fn find_record(batch: Vec<u8>, target: Option<i64>, start: i64, end: i64) -> Option<(i64, i64)> {
-    let max_timestamp = BatchHeader::parse(&batch).ok()?.max_timestamp();
-    let set = RecordBatchDecoder::decode(&mut Bytes::from(batch)).ok()?;
-    let mut records = set.records.iter().filter(|r| (start..end).contains(&r.offset)).map(|r| {
-        let ts = if r.timestamp_type == TimestampType::LogAppend { max_timestamp } else { r.timestamp };
-        (r.offset, ts)
-    });
-    match target {
-        Some(t) => records.find(|r| r.1 >= t),
-        // max_by_key returns the last maximum; keep the first.
-        None => records.fold(None, |best: Option<(i64, i64)>, r| match best {
-            Some(b) if b.1 >= r.1 => Some(b),
-            _ => Some(r),
-        }),
+/// In stored batches (concatenated, in offset order): the first record at or after
+/// `target`, or (with `None`) the first record with the greatest timestamp; only records
+/// in `[start, end)` count.
+fn find_record(batches: Vec<u8>, target: Option<i64>, start: i64, end: i64) -> Option<(i64, i64)> {
+    let mut rest = Bytes::from(batches);
+    let mut best: Option<(i64, i64)> = None;
+    while !rest.is_empty() {
+        let (len, max_timestamp) = BatchHeader::parse(&rest).map(|h| (h.len(), h.max_timestamp())).ok()?;
+        let set = RecordBatchDecoder::decode(&mut rest.split_to(len)).ok()?;
+        for r in set.records.iter().filter(|r| (start..end).contains(&r.offset)) {
+            let ts = if r.timestamp_type == TimestampType::LogAppend { max_timestamp } else { r.timestamp };
+            match target {
+                Some(t) if ts >= t => return Some((r.offset, ts)),
+                Some(_) => {}
+                // Strictly greater: keep the first record with the maximum.
+                None if best.is_none_or(|b| ts > b.1) => best = Some((r.offset, ts)),
+                None => {}
+            }
+        }
     }
+    best
 }
 
 #[cfg(test)]
@@ -148,6 +152,17 @@ mod tests {
         assert_eq!(find_record(b.clone(), None, 0, 14), Some((11, 300)));
         assert_eq!(find_record(b.clone(), None, 12, 14), Some((13, 300)));
         assert_eq!(find_record(b, None, 14, 20), None);
+    }
+
+    #[test]
+    fn later_unindexed_batches_are_searched_too() {
+        // After a trim the index may point at a batch (max 1000) whose records are gone;
+        // the answer lies in a later batch that never raised the maximum.
+        let mut batches = batch(0, &[1000]);
+        batches.extend(batch(10, &[500]));
+        batches.extend(batch(20, &[900]));
+        assert_eq!(find_record(batches.clone(), Some(800), 10, 30), Some((20, 900)));
+        assert_eq!(find_record(batches, None, 10, 30), Some((20, 900)));
     }
 
     #[test]
