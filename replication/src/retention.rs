@@ -67,11 +67,9 @@ fn keep_from(
         // everything up to the high watermark has expired.
         let cutoff = now_ms.saturating_sub(retention_ms);
         let view = r.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
-        let first_kept = match r.batches_by_timestamp(uid, Some(cutoff))? {
-            Some(batch) => crate::record_batch::BatchHeader::parse(&batch).map(|h| h.base_offset()).ok(),
-            None => Some(view.high_watermark()),
-        };
-        keep = first_kept;
+        // The time index is monotone, so its first entry at or after the cutoff is that batch.
+        let first_kept = r.engine.time_index_seek(uid, cutoff)?.map_or(view.high_watermark(), |(_, base)| base);
+        keep = Some(first_kept);
     }
     if retention_bytes >= 0 {
         let sizes = r.batch_sizes(uid)?;

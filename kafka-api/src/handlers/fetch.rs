@@ -56,7 +56,7 @@ async fn fetch(broker: Arc<Broker>, _version: i16, request: FetchRequest) -> Fet
         for p in &topic.partitions {
             let target = util::partition_uid(meta, p.partition).and_then(|uid| {
                 let view = broker.replication.partition(uid).ok_or(ResponseError::NotLeaderOrFollower)?;
-                check_epoch(p.current_leader_epoch, view.leader_epoch())?;
+                util::check_leader_epoch(p.current_leader_epoch, view.leader_epoch())?;
                 Ok(view)
             });
             wanted.push(Wanted {
@@ -110,15 +110,6 @@ async fn fetch(broker: Arc<Broker>, _version: i16, request: FetchRequest) -> Fet
         response.responses[w.topic].partitions.push(part);
     }
     response
-}
-
-fn check_epoch(requested: i32, current: i32) -> Result<(), ResponseError> {
-    match requested {
-        -1 => Ok(()),
-        e if e > current => Err(ResponseError::UnknownLeaderEpoch),
-        e if e < current => Err(ResponseError::FencedLeaderEpoch),
-        _ => Ok(()),
-    }
 }
 
 /// Reads every partition once, within the response byte budget (KIP-74: the first
