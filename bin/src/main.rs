@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use chronik_engine::{Durability, Engine};
-use chronik_kafka_api::{Broker, BrokerConfig};
+use chronik_kafka_api::{Broker, BrokerConfig, GroupConfig};
 use chronik_replication::topic_config::TopicDefaults;
 use chronik_replication::{retention, Replication, ReplicationConfig};
 use clap::{Args, Parser, Subcommand};
@@ -65,6 +65,12 @@ struct StartArgs {
     log_retention_check_interval: Option<String>,
     #[arg(long, env = "CHRONIK_MESSAGE_MAX_BYTES")]
     message_max_bytes: Option<i64>,
+    #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_NUM_PARTITIONS")]
+    offsets_topic_num_partitions: Option<i32>,
+    #[arg(long, env = "CHRONIK_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
+    #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MINUTES")]
+    offsets_retention_minutes: Option<u64>,
 }
 
 impl StartArgs {
@@ -87,6 +93,9 @@ impl StartArgs {
             log_retention_check_interval: self.log_retention_check_interval,
             message_max_bytes: self.message_max_bytes,
             socket_request_max_bytes: None,
+            offsets_topic_num_partitions: self.offsets_topic_num_partitions,
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            offsets_retention_minutes: self.offsets_retention_minutes,
         };
         file.overlay(flags).validate()
     }
@@ -147,6 +156,12 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
             topic_defaults: topic_defaults.clone(),
             max_request_bytes: settings.socket_request_max_bytes,
             max_inflight_per_connection: 32,
+            groups: GroupConfig {
+                offsets_partitions: settings.offsets_topic_num_partitions,
+                initial_rebalance_delay: settings.group_initial_rebalance_delay,
+                offsets_retention: settings.offsets_retention,
+                ..GroupConfig::default()
+            },
         },
         replication.clone(),
     );

@@ -39,6 +39,12 @@ pub struct FileSettings {
     pub message_max_bytes: Option<i64>,
     /// Largest request frame accepted, in bytes. Default 104857600 (100 MiB).
     pub socket_request_max_bytes: Option<usize>,
+    /// Partitions of `__consumer_offsets` (fixed once the topic exists). Default 50.
+    pub offsets_topic_num_partitions: Option<i32>,
+    /// How long a group starting from empty waits for more members. Default 3000.
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Committed offsets of an empty group are deleted after this long. Default 10080 (7 days).
+    pub offsets_retention_minutes: Option<u64>,
 }
 
 /// Validated settings.
@@ -58,6 +64,9 @@ pub struct Settings {
     pub retention_check_interval: Duration,
     pub message_max_bytes: i64,
     pub socket_request_max_bytes: usize,
+    pub offsets_topic_num_partitions: i32,
+    pub group_initial_rebalance_delay: Duration,
+    pub offsets_retention: Duration,
 }
 
 impl FileSettings {
@@ -83,6 +92,11 @@ impl FileSettings {
             log_retention_check_interval: over.log_retention_check_interval.or(self.log_retention_check_interval),
             message_max_bytes: over.message_max_bytes.or(self.message_max_bytes),
             socket_request_max_bytes: over.socket_request_max_bytes.or(self.socket_request_max_bytes),
+            offsets_topic_num_partitions: over.offsets_topic_num_partitions.or(self.offsets_topic_num_partitions),
+            group_initial_rebalance_delay_ms: over
+                .group_initial_rebalance_delay_ms
+                .or(self.group_initial_rebalance_delay_ms),
+            offsets_retention_minutes: over.offsets_retention_minutes.or(self.offsets_retention_minutes),
         }
     }
 
@@ -112,6 +126,14 @@ impl FileSettings {
         if num_partitions < 1 {
             bail!("num-partitions must be >= 1, got {num_partitions}");
         }
+        let offsets_topic_num_partitions = self.offsets_topic_num_partitions.unwrap_or(50);
+        if !(1..=1000).contains(&offsets_topic_num_partitions) {
+            bail!("offsets-topic-num-partitions must be between 1 and 1000, got {offsets_topic_num_partitions}");
+        }
+        let offsets_retention_minutes = self.offsets_retention_minutes.unwrap_or(7 * 24 * 60);
+        if offsets_retention_minutes == 0 {
+            bail!("offsets-retention-minutes must be >= 1");
+        }
         let interval = self.log_retention_check_interval.unwrap_or_else(|| "5m".into());
         let retention_check_interval = humantime::parse_duration(&interval).with_context(|| {
             format!("log-retention-check-interval {interval:?} is not a duration like \"5m\" or \"500ms\"")
@@ -131,6 +153,9 @@ impl FileSettings {
             retention_check_interval,
             message_max_bytes: self.message_max_bytes.unwrap_or(1024 * 1024 + 12),
             socket_request_max_bytes: self.socket_request_max_bytes.unwrap_or(100 * 1024 * 1024),
+            offsets_topic_num_partitions,
+            group_initial_rebalance_delay: Duration::from_millis(self.group_initial_rebalance_delay_ms.unwrap_or(3000)),
+            offsets_retention: Duration::from_secs(offsets_retention_minutes * 60),
         })
     }
 }

@@ -10,7 +10,8 @@ pub const LOG: &str = "log";
 pub const TIME_INDEX: &str = "time_index";
 /// partition uid -> state row; partition uid ++ producer id -> producer state.
 pub const PARTITION: &str = "partition";
-/// group id ++ topic ++ partition -> committed offset (consumer groups).
+/// offsets-partition uid ++ group row key -> consumer group rows (committed offsets,
+/// group records). The row keys below the uid are defined by replication's group machine.
 pub const GROUPS: &str = "groups";
 /// transactional id -> transaction state.
 pub const TXN: &str = "txn";

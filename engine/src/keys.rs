@@ -81,6 +81,19 @@ fn decode_tagged_key(key: &[u8], tag: u8) -> Option<(u64, i64)> {
     (key.len() == 17 && key[8] == tag).then(|| (read_u64(&key[..8]), unorder_i64(&key[9..])))
 }
 
+/// The smallest key greater than every key that starts with `prefix` (exclusive end of
+/// a prefix range); `None` when no such key exists (all bytes 0xff).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +125,15 @@ mod tests {
     fn partitions_do_not_interleave() {
         assert!(log_key(1, i64::MAX) < log_key(2, -1));
         assert!(uid_prefix(1).as_slice() < log_key(1, i64::MIN).as_slice());
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        let end = prefix_end(b"ab\xff").unwrap();
+        assert!(b"ab\xff\xff\xff".as_slice() < end.as_slice());
     }
 
     #[test]

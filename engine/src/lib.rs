@@ -229,6 +229,22 @@ impl Engine {
         Ok(rows)
     }
 
+    /// The group rows of partition `uid` whose key (after the uid) starts with `prefix`,
+    /// as (key without the uid, value), in key order.
+    pub fn group_rows(&self, uid: u64, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = [&keys::uid_prefix(uid)[..], prefix].concat();
+        let mut rows = Vec::new();
+        let iter = self.db.iterator_cf(self.cf(cf::GROUPS), IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&start) {
+                break;
+            }
+            rows.push((key[8..].to_vec(), value.to_vec()));
+        }
+        Ok(rows)
+    }
+
     /// All rows of the `cluster` column family whose key starts with `prefix`.
     pub fn cluster_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut rows = Vec::new();
@@ -341,10 +357,24 @@ impl WriteBatch<'_> {
         self.put(cf::PARTITION, &keys::epoch_key(uid, epoch), &start_offset.to_be_bytes());
     }
 
-    /// Deletes everything stored for partition `uid`: batches, time index, state rows.
+    /// Stores a group row of partition `uid` (see [`Engine::group_rows`]).
+    pub fn put_group_row(&mut self, uid: u64, key: &[u8], value: &[u8]) {
+        self.put(cf::GROUPS, &[&keys::uid_prefix(uid)[..], key].concat(), value);
+    }
+
+    /// Deletes the group rows of partition `uid` whose key starts with `prefix`.
+    pub fn delete_group_rows(&mut self, uid: u64, prefix: &[u8]) {
+        let from = [&keys::uid_prefix(uid)[..], prefix].concat();
+        match keys::prefix_end(&from) {
+            Some(to) => self.inner.delete_range_cf(self.engine.cf(cf::GROUPS), from, to),
+            None => self.inner.delete_cf(self.engine.cf(cf::GROUPS), from),
+        }
+    }
+
+    /// Deletes everything stored for partition `uid`: batches, time index, state and group rows.
     pub fn delete_partition(&mut self, uid: u64) {
         let (from, to) = (keys::uid_prefix(uid), keys::uid_prefix(uid + 1));
-        for name in [cf::LOG, cf::TIME_INDEX, cf::PARTITION] {
+        for name in [cf::LOG, cf::TIME_INDEX, cf::PARTITION, cf::GROUPS] {
             self.inner.delete_range_cf(self.engine.cf(name), from, to);
         }
     }

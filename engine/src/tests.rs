@@ -109,3 +109,28 @@ fn corrupt_state_row_is_an_error() {
     let row = PartitionState::default().encode();
     assert_eq!(PartitionState::decode(&row).expect("decode"), PartitionState::default());
 }
+
+#[test]
+fn group_rows_scan_by_prefix_and_delete_by_prefix() {
+    let (_dir, engine) = open();
+    let mut wb = engine.batch();
+    wb.put_group_row(7, b"g1/a", b"1");
+    wb.put_group_row(7, b"g1/b", b"2");
+    wb.put_group_row(7, b"g2/a", b"3");
+    wb.put_group_row(8, b"g1/a", b"4");
+    engine.write(wb, Durability::Memtable).unwrap();
+    let rows = engine.group_rows(7, b"g1/").unwrap();
+    assert_eq!(rows, vec![(b"g1/a".to_vec(), b"1".to_vec()), (b"g1/b".to_vec(), b"2".to_vec())]);
+    assert_eq!(engine.group_rows(7, b"").unwrap().len(), 3);
+
+    let mut wb = engine.batch();
+    wb.delete_group_rows(7, b"g1/");
+    engine.write(wb, Durability::Memtable).unwrap();
+    assert_eq!(engine.group_rows(7, b"").unwrap(), vec![(b"g2/a".to_vec(), b"3".to_vec())]);
+
+    let mut wb = engine.batch();
+    wb.delete_partition(7);
+    engine.write(wb, Durability::Memtable).unwrap();
+    assert!(engine.group_rows(7, b"").unwrap().is_empty());
+    assert_eq!(engine.group_rows(8, b"").unwrap().len(), 1, "other partitions keep their rows");
+}

@@ -3,6 +3,8 @@ use std::sync::Arc;
 use chronik_replication::topic_config::TopicDefaults;
 use chronik_replication::Replication;
 
+use crate::coordinator::{Coordinator, GroupConfig};
+
 /// Settings the Kafka layer needs.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -19,16 +21,20 @@ pub struct BrokerConfig {
     pub max_request_bytes: usize,
     /// Requests of one connection being processed at once.
     pub max_inflight_per_connection: usize,
+    pub groups: GroupConfig,
 }
 
 /// What every handler sees.
 pub struct Broker {
     pub config: BrokerConfig,
     pub replication: Arc<Replication>,
+    pub coordinator: Arc<Coordinator>,
 }
 
 impl Broker {
+    /// Creates the broker; starts the group coordinator's tasks on the current runtime.
     pub fn new(config: BrokerConfig, replication: Arc<Replication>) -> Arc<Broker> {
-        Arc::new(Broker { config, replication })
+        let coordinator = Coordinator::start(config.node_id as u64, config.groups.clone(), replication.clone());
+        Arc::new(Broker { config, replication, coordinator })
     }
 }

@@ -49,7 +49,7 @@ pub(crate) async fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr
                     break;
                 }
             };
-            match dispatch(&broker, frame).await {
+            match dispatch(&broker, frame, peer).await {
                 Ok(pending) => {
                     if tx.send(pending).await.is_err() {
                         break;
@@ -92,7 +92,7 @@ async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, max: usize) -> Result
 }
 
 /// Decodes and dispatches one request; an error closes the connection.
-async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<PendingResponse, FrameError> {
+async fn dispatch(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Result<PendingResponse, FrameError> {
     let (key, version) = frame::peek_api(&frame)?;
     if !handlers::is_supported(key, version) {
         if key == ApiKey::ApiVersions {
@@ -105,7 +105,7 @@ async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Result<PendingResponse,
     let (header, request) = frame::decode_request(frame, key, version)?;
     let correlation_id = header.correlation_id;
     let span = tracing::debug_span!("request", api = ?key, version, correlation_id);
-    let reply = handlers::dispatch(broker, &header, request).instrument(span).await;
+    let reply = handlers::dispatch(broker, &header, peer, request).instrument(span).await;
     Ok(match reply {
         Reply::Now(body) => encoded(key, version, correlation_id, *body),
         Reply::Later(body) => Box::pin(async move {

@@ -11,12 +11,14 @@
 
 mod broker;
 mod connection;
+pub mod coordinator;
 mod errors;
 mod frame;
 mod handlers;
 mod server;
 
 pub use broker::{Broker, BrokerConfig};
+pub use coordinator::GroupConfig;
 pub use frame::FrameError;
 pub use handlers::supported_apis;
 pub use server::serve;

@@ -2,16 +2,20 @@
 //!
 //! An entry's data is one tag byte and a body. `Append` bodies are the Kafka
 //! `records` bytes exactly as received, so applying them needs no decoding step;
-//! metadata commands are rare and encoded as JSON for readability in `chronik dump`.
+//! metadata and group commands are small and encoded as JSON for readability in
+//! `chronik dump`.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::groups::GroupCommand;
+
 const APPEND: u8 = 1;
 const TRIM: u8 = 2;
 const META: u8 = 3;
+const GROUP: u8 = 4;
 
 /// A command for a partition group.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +24,8 @@ pub enum PartitionCommand {
     Append(Bytes),
     /// Move the log start offset forward (DeleteRecords, retention).
     Trim { log_start_offset: i64 },
+    /// A consumer-group change (only on `__consumer_offsets` partitions), as JSON.
+    Group(GroupCommand),
 }
 
 /// A command for the metadata group (group 0).
@@ -68,6 +74,12 @@ pub fn encode_partition(command: &PartitionCommand) -> Vec<u8> {
             out.extend_from_slice(&log_start_offset.to_be_bytes());
             out
         }
+        PartitionCommand::Group(group) => {
+            let mut out = vec![GROUP];
+            // Serializing these plain data types cannot fail.
+            out.extend(serde_json::to_vec(group).unwrap_or_default());
+            out
+        }
     }
 }
 
@@ -79,6 +91,7 @@ pub fn decode_partition(data: &Bytes) -> Option<PartitionCommand> {
             let raw: [u8; 8] = data.get(1..9)?.try_into().ok()?;
             Some(PartitionCommand::Trim { log_start_offset: i64::from_be_bytes(raw) })
         }
+        GROUP => serde_json::from_slice(&data[1..]).ok().map(PartitionCommand::Group),
         _ => None,
     }
 }
@@ -106,12 +119,14 @@ mod tests {
         for cmd in [
             PartitionCommand::Append(Bytes::from_static(b"batch bytes")),
             PartitionCommand::Trim { log_start_offset: 42 },
+            PartitionCommand::Group(GroupCommand::DeleteGroup { group: "g".into() }),
         ] {
             let data = Bytes::from(encode_partition(&cmd));
             assert_eq!(decode_partition(&data), Some(cmd));
         }
         assert_eq!(decode_partition(&Bytes::from_static(&[TRIM, 1])), None);
         assert_eq!(decode_partition(&Bytes::new()), None);
+        assert_eq!(decode_partition(&Bytes::from_static(b"\x04{")), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, ReadableSi
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::command::{self, PartitionCommand};
+use crate::groups;
 use crate::metadata::{ClusterMeta, MetaEffects, MetaOutcome, PartitionMeta};
 use crate::partition::PartitionMachine;
 use crate::storage::GroupStorage;
@@ -42,6 +43,7 @@ const MAX_REPLAY_ROUNDS: usize = 100_000;
 pub enum Applied {
     Append(Result<AppendOutcome, AppendError>),
     Trim(i64),
+    Group,
     Meta(MetaOutcome),
 }
 
@@ -488,6 +490,10 @@ fn apply_partition(
             // result does not depend on how entries were grouped into rounds.
             wb.write_now()?;
             Some(Applied::Trim(m.trim(engine, log_start_offset, wb)?))
+        }
+        Some(PartitionCommand::Group(cmd)) => {
+            groups::apply(m.uid, cmd, wb);
+            Some(Applied::Group)
         }
         None => {
             tracing::error!(index = entry.index, "undecodable partition command skipped");

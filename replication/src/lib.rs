@@ -13,6 +13,7 @@
 pub mod command;
 mod driver;
 mod error;
+pub mod groups;
 mod log_gc;
 mod logger;
 pub mod metadata;
@@ -139,6 +140,33 @@ impl Replication {
             Applied::Trim(start) => Ok(start),
             other => Err(ReplicationError::Internal(format!("unexpected apply result {other:?}"))),
         }
+    }
+
+    /// Proposes a consumer-group change to `__consumer_offsets` partition `uid`; the
+    /// proposal is queued before this returns, and the future resolves on apply.
+    pub async fn submit_group(
+        &self,
+        uid: u64,
+        cmd: groups::GroupCommand,
+    ) -> Result<impl std::future::Future<Output = Result<(), ReplicationError>>, ReplicationError> {
+        let data = command::encode_partition(&PartitionCommand::Group(cmd));
+        let rx = self.submit(uid, data).await?;
+        Ok(async move {
+            match rx.await.map_err(|_| ReplicationError::Shutdown)?? {
+                Applied::Group => Ok(()),
+                other => Err(ReplicationError::Internal(format!("unexpected apply result {other:?}"))),
+            }
+        })
+    }
+
+    /// [`Replication::submit_group`], waiting for the apply.
+    pub async fn propose_group(&self, uid: u64, cmd: groups::GroupCommand) -> Result<(), ReplicationError> {
+        self.submit_group(uid, cmd).await?.await
+    }
+
+    /// The store, for reads of applied state (group rows). Blocking: RocksDB reads.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Proposes a metadata change through group 0 and waits until it is applied.

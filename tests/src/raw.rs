@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Request};
+use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, HeaderVersion, Request};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 pub struct RawClient {
@@ -46,8 +46,13 @@ impl RawClient {
 
     /// Sends a request and decodes its response.
     pub fn request<R: Request>(&mut self, version: i16, request: &R) -> R::Response {
+        self.send_request(version, request).expect("send");
+        self.read_response::<R::Response>(version)
+    }
+
+    /// Sends a request without waiting for its response (read it with `read_response`).
+    pub fn send_request<R: Request>(&mut self, version: i16, request: &R) -> std::io::Result<()> {
         self.correlation_id += 1;
-        let key = ApiKey::try_from(R::KEY).expect("known key");
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
@@ -57,11 +62,15 @@ impl RawClient {
         request.encode(&mut body, version).expect("encode");
         let mut frame = (body.len() as i32).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
-        self.send_raw(&frame).expect("send");
+        self.send_raw(&frame)
+    }
+
+    /// Reads the response to the last request sent.
+    pub fn read_response<T: Decodable + HeaderVersion>(&mut self, version: i16) -> T {
         let mut bytes = self.read_frame();
-        let header = ResponseHeader::decode(&mut bytes, key.response_header_version(version)).expect("response header");
+        let header = ResponseHeader::decode(&mut bytes, T::header_version(version)).expect("response header");
         assert_eq!(header.correlation_id, self.correlation_id, "responses must come in request order");
-        R::Response::decode(&mut bytes, version).expect("response body")
+        T::decode(&mut bytes, version).expect("response body")
     }
 }
 

@@ -5,19 +5,31 @@ mod alter_configs;
 pub(crate) mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 mod util;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -58,6 +70,17 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The advertised (key, min, max) of every API, clipped to what `kafka-protocol` encodes.
@@ -74,7 +97,12 @@ pub(crate) fn is_supported(key: ApiKey, version: i16) -> bool {
     supported_apis().iter().any(|&(k, min, max)| k == key && (min..=max).contains(&version))
 }
 
-pub(crate) async fn dispatch(broker: &Arc<Broker>, header: &RequestHeader, request: RequestKind) -> Reply {
+pub(crate) async fn dispatch(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    peer: SocketAddr,
+    request: RequestKind,
+) -> Reply {
     let v = header.request_api_version;
     use RequestKind as R;
     use ResponseKind as S;
@@ -96,6 +124,17 @@ pub(crate) async fn dispatch(broker: &Arc<Broker>, header: &RequestHeader, reque
         }
         R::DescribeCluster(r) => now(S::DescribeCluster(describe_cluster::handle(broker, v, r))),
         R::InitProducerId(r) => now(S::InitProducerId(init_producer_id::handle(broker, v, r).await)),
+        R::FindCoordinator(r) => now(S::FindCoordinator(find_coordinator::handle(broker, v, r).await)),
+        R::JoinGroup(r) => join_group::handle(broker, v, header, peer, r).await,
+        R::SyncGroup(r) => sync_group::handle(broker, v, r).await,
+        R::Heartbeat(r) => now(S::Heartbeat(heartbeat::handle(broker, v, r).await)),
+        R::LeaveGroup(r) => now(S::LeaveGroup(leave_group::handle(broker, v, r).await)),
+        R::OffsetCommit(r) => offset_commit::handle(broker, v, r).await,
+        R::OffsetFetch(r) => now(S::OffsetFetch(offset_fetch::handle(broker, v, r).await)),
+        R::DescribeGroups(r) => now(S::DescribeGroups(describe_groups::handle(broker, v, r).await)),
+        R::ListGroups(r) => now(S::ListGroups(list_groups::handle(broker, v, r).await)),
+        R::DeleteGroups(r) => now(S::DeleteGroups(delete_groups::handle(broker, v, r).await)),
+        R::OffsetDelete(r) => now(S::OffsetDelete(offset_delete::handle(broker, v, r).await)),
         other => {
             // is_supported() admits only the keys above, so this is unreachable in practice.
             tracing::error!(request = ?std::mem::discriminant(&other), "request without a handler");

@@ -1,0 +1,35 @@
+//! DeleteGroups (key 42): deletes empty groups with their committed offsets.
+
+use std::sync::Arc;
+
+use chronik_replication::groups::GroupCommand;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
+
+use crate::broker::Broker;
+
+pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut response = DeleteGroupsResponse::default();
+    for group in req.groups_names {
+        let result = delete(broker, &group).await;
+        response.results.push(
+            DeletableGroupResult::default().with_group_id(group).with_error_code(result.err().map_or(0, |e| e.code())),
+        );
+    }
+    response
+}
+
+async fn delete(broker: &Arc<Broker>, group: &str) -> Result<(), ResponseError> {
+    let coordinator = &broker.coordinator;
+    let owner = coordinator.owner(group)?;
+    if coordinator.peek(group, owner, |g| !g.members.is_empty()).unwrap_or(false) {
+        return Err(ResponseError::NonEmptyGroup);
+    }
+    if coordinator.stored_group(owner.uid, group).await?.is_none() {
+        return Err(ResponseError::GroupIdNotFound);
+    }
+    coordinator.propose(owner, GroupCommand::DeleteGroup { group: group.to_string() }).await?;
+    coordinator.forget(group);
+    Ok(())
+}

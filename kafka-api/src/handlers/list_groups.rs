@@ -1,0 +1,35 @@
+//! ListGroups (key 16): the groups this node coordinates, filtered by state (v4+)
+//! and type (v5+; every group here is a "classic" group).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+
+use super::util;
+use crate::broker::Broker;
+
+const GROUP_TYPE: &str = "classic";
+
+pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: ListGroupsRequest) -> ListGroupsResponse {
+    let mut response = ListGroupsResponse::default();
+    let groups = match broker.coordinator.list().await {
+        Ok(groups) => groups,
+        Err(e) => return response.with_error_code(e.code()),
+    };
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    response.groups = groups
+        .into_iter()
+        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
+        .filter(|_| types.is_empty() || types.iter().any(|t| t == GROUP_TYPE))
+        .map(|(name, protocol_type, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(util::str_bytes(&name)))
+                .with_protocol_type(util::str_bytes(&protocol_type))
+                .with_group_state(util::str_bytes(state))
+                .with_group_type(util::str_bytes(GROUP_TYPE))
+        })
+        .collect();
+    response
+}

@@ -1,0 +1,321 @@
+//! Consumer groups with librdkafka: subscribe(), rebalances while members join and
+//! leave, committed offsets across a node restart, and the coordinator's error codes
+//! on a raw connection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chronik_tests::raw::RawClient;
+use chronik_tests::{create_topic, producer, Node};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::{FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, SyncGroupRequest};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 6;
+
+/// Every (partition, offset) some member consumed.
+type Seen = Arc<Mutex<BTreeSet<(i32, i64)>>>;
+
+/// A consumer thread in a group: polls, records what it sees, commits as it goes and
+/// once more (synchronously) before it leaves.
+struct Member {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Member {
+    fn start(node: &Node, group: &str, topic: &str, extra: &[(&str, &str)], seen: Seen) -> Member {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", node.bootstrap())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+        for (k, v) in extra {
+            config.set(*k, *v);
+        }
+        let consumer: BaseConsumer = config.create().expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut since_commit = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        seen.lock().unwrap().insert((m.partition(), m.offset()));
+                        since_commit += 1;
+                        if since_commit >= 50 {
+                            // Async: a commit refused during a rebalance is retried by the next one.
+                            let _ = consumer.commit_consumer_state(CommitMode::Async);
+                            since_commit = 0;
+                        }
+                    }
+                    Some(Err(e)) => eprintln!("consumer error (retried): {e}"),
+                    None => {}
+                }
+            }
+            consumer.commit_consumer_state(CommitMode::Sync).ok();
+            drop(consumer); // closes: commits nothing more, leaves the group
+        });
+        Member { stop, thread }
+    }
+
+    fn leave(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("member thread");
+    }
+}
+
+/// Produces `count` records round-robin over the partitions; returns every acknowledged
+/// (partition, offset).
+async fn produce(node: &Node, topic: &str, count: usize, pause_every: usize) -> BTreeSet<(i32, i64)> {
+    let producer = producer(node, &[("linger.ms", "5")]);
+    let mut acked = BTreeSet::new();
+    for chunk in 0..count.div_ceil(pause_every) {
+        let sends: Vec<_> = (chunk * pause_every..((chunk + 1) * pause_every).min(count))
+            .map(|i| {
+                let value = format!("record-{i}");
+                let record = FutureRecord::<(), _>::to(topic).payload(&value).partition(i as i32 % PARTITIONS);
+                producer.send_result(record).expect("queue")
+            })
+            .collect();
+        for send in sends {
+            let delivery = send.await.expect("delivery").expect("acknowledged");
+            acked.insert((delivery.partition, delivery.offset));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    acked
+}
+
+/// The group's committed offsets and the partitions' end offsets, by partition.
+fn committed_and_end(node: &Node, group: &str, topic: &str) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", node.bootstrap())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let committed = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => (e.partition(), o),
+            other => panic!("partition {} has no committed offset: {other:?}", e.partition()),
+        })
+        .collect();
+    let end = (0..PARTITIONS)
+        .map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks").1))
+        .collect();
+    (committed, end)
+}
+
+fn wait_until_seen(seen: &Seen, acked: &BTreeSet<(i32, i64)>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if seen.lock().unwrap().is_superset(acked) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let missing: Vec<_> = acked.difference(&seen.lock().unwrap()).take(10).copied().collect();
+    panic!("records never consumed (first 10): {missing:?}");
+}
+
+/// Three members share six partitions while a producer writes; one joins and one
+/// leaves mid-way. Nothing acknowledged goes unconsumed, and the final commits equal
+/// the end offsets.
+async fn group_survives_membership_changes(extra: &[(&str, &str)]) {
+    let node = Node::start(&["--group-initial-rebalance-delay-ms", "200"]);
+    let (topic, group) = ("group-topic", "group-under-test");
+    create_topic(&node, topic, PARTITIONS, &[]).await;
+    let seen: Seen = Arc::default();
+
+    let a = Member::start(&node, group, topic, extra, seen.clone());
+    let mut b = Some(Member::start(&node, group, topic, extra, seen.clone()));
+    let producing = produce(&node, topic, 3000, 100);
+    tokio::pin!(producing);
+    let mut joined = None;
+    let started = Instant::now();
+    let acked = loop {
+        tokio::select! {
+            acked = &mut producing => break acked,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if joined.is_none() && started.elapsed() > Duration::from_secs(1) {
+                    joined = Some(Member::start(&node, group, topic, extra, seen.clone()));
+                }
+                if started.elapsed() > Duration::from_secs(2) {
+                    if let Some(b) = b.take() {
+                        tokio::task::spawn_blocking(move || b.leave()).await.expect("b left");
+                    }
+                }
+            }
+        }
+    };
+    assert_eq!(acked.len(), 3000);
+    assert!(b.is_none() && joined.is_some(), "the producer outlived the membership changes");
+    let c = joined.expect("third member");
+    let wait_seen = seen.clone();
+    let wait_acked = acked.clone();
+    tokio::task::spawn_blocking(move || wait_until_seen(&wait_seen, &wait_acked, Duration::from_secs(60)))
+        .await
+        .expect("all records consumed");
+    tokio::task::spawn_blocking(move || {
+        a.leave();
+        c.leave();
+    })
+    .await
+    .expect("members left");
+
+    let (committed, end) = committed_and_end(&node, group, topic);
+    assert_eq!(committed, end, "the final commits are the end offsets");
+    assert_eq!(end.values().sum::<i64>(), 3000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_group_consumes_everything_while_members_join_and_leave() {
+    group_survives_membership_changes(&[("partition.assignment.strategy", "range")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_group_consumes_everything_while_members_join_and_leave() {
+    group_survives_membership_changes(&[("partition.assignment.strategy", "cooperative-sticky")]).await;
+}
+
+/// A consumer commits, the node is killed and restarted, and a new consumer in the same
+/// group resumes exactly at the committed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_a_restart_and_the_group_resumes_there() {
+    let mut node = Node::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    let (topic, group) = ("resume-topic", "resume-group");
+    create_topic(&node, topic, PARTITIONS, &[]).await;
+    let acked = produce(&node, topic, 600, 600).await;
+    assert_eq!(acked.len(), 600);
+
+    let seen: Seen = Arc::default();
+    let first = Member::start(&node, group, topic, &[], seen.clone());
+    let half: BTreeSet<(i32, i64)> = acked.iter().filter(|(_, o)| *o < 50).copied().collect();
+    let waiting = seen.clone();
+    tokio::task::spawn_blocking(move || wait_until_seen(&waiting, &half, Duration::from_secs(30))).await.unwrap();
+    tokio::task::spawn_blocking(move || first.leave()).await.unwrap();
+    let (before, _) = committed_and_end(&node, group, topic);
+    assert!(before.values().all(|&o| o >= 50), "committed at least what was seen: {before:?}");
+
+    node.kill9();
+    node.restart();
+    let (after, end) = committed_and_end(&node, group, topic);
+    assert_eq!(after, before, "committed offsets survive kill -9");
+
+    // The next member starts at the committed offsets, not at the beginning.
+    let resumed: Seen = Arc::default();
+    let second = Member::start(&node, group, topic, &[], resumed.clone());
+    let rest: BTreeSet<(i32, i64)> = acked.iter().filter(|(p, o)| *o >= after[p]).copied().collect();
+    let waiting = resumed.clone();
+    tokio::task::spawn_blocking(move || wait_until_seen(&waiting, &rest, Duration::from_secs(30))).await.unwrap();
+    tokio::task::spawn_blocking(move || second.leave()).await.unwrap();
+    let first_seen: BTreeMap<i32, i64> = resumed.lock().unwrap().iter().fold(BTreeMap::new(), |mut m, (p, o)| {
+        m.entry(*p).or_insert(*o);
+        m
+    });
+    for (p, offset) in &first_seen {
+        assert_eq!(*offset, after[p], "partition {p} resumed at its committed offset");
+    }
+    let (last, _) = committed_and_end(&node, group, topic);
+    assert_eq!(last, end);
+}
+
+fn join_request(member_id: &str, session_timeout_ms: i32) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("raw-group")))
+        .with_session_timeout_ms(session_timeout_ms)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(StrBytes::from_string(member_id.to_string()))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(bytes::Bytes::from_static(b"\0\0\0\0\0\0"))])
+}
+
+fn heartbeat(member_id: &str, generation: i32) -> HeartbeatRequest {
+    HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("raw-group")))
+        .with_generation_id(generation)
+        .with_member_id(StrBytes::from_string(member_id.to_string()))
+}
+
+/// The coordinator's error codes, request by request, on one raw connection.
+#[test]
+fn coordinator_error_codes() {
+    use kafka_protocol::error::ResponseError as E;
+    let node = Node::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    let mut client = RawClient::connect(&node.bootstrap());
+
+    // Before anything asked for a coordinator, __consumer_offsets does not exist yet.
+    let early = client.request(5, &join_request("", 10_000));
+    assert_eq!(early.error_code, E::CoordinatorNotAvailable.code());
+
+    let find = client.request(3, &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("raw-group")));
+    assert_eq!((find.error_code, find.node_id.0), (0, 1));
+
+    let invalid = client.request(5, &join_request("", 10));
+    assert_eq!(invalid.error_code, E::InvalidSessionTimeout.code());
+
+    let first = client.request(5, &join_request("", 10_000));
+    assert_eq!(first.error_code, E::MemberIdRequired.code());
+    let member = first.member_id.to_string();
+    assert!(!member.is_empty());
+
+    let joined = client.request(5, &join_request(&member, 10_000));
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+    assert_eq!(joined.leader.as_str(), member);
+
+    let unknown = client.request(3, &heartbeat("nobody", 1));
+    assert_eq!(unknown.error_code, E::UnknownMemberId.code());
+    let stale = client.request(3, &heartbeat(&member, 0));
+    assert_eq!(stale.error_code, E::IllegalGeneration.code());
+
+    // A second member's join puts the group into a rebalance the first must rejoin.
+    let mut other = RawClient::connect(&node.bootstrap());
+    let second = other.request(5, &join_request("", 10_000));
+    let second_id = second.member_id.to_string();
+    other
+        .send_request(5, &join_request(&second_id, 10_000))
+        .expect("second member's join is sent and waits for the rebalance");
+    let mut in_rebalance = None;
+    for _ in 0..50 {
+        let beat = client.request(3, &heartbeat(&member, 1));
+        if beat.error_code == E::RebalanceInProgress.code() {
+            in_rebalance = Some(beat.error_code);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(in_rebalance, Some(E::RebalanceInProgress.code()));
+    let sync = client.request(
+        3,
+        &SyncGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("raw-group")))
+            .with_generation_id(1)
+            .with_member_id(StrBytes::from_string(member.clone())),
+    );
+    assert_eq!(sync.error_code, E::RebalanceInProgress.code());
+
+    // The group state is intact: the first member rejoins and both get generation 2.
+    let rejoined = client.request(5, &join_request(&member, 10_000));
+    assert_eq!((rejoined.error_code, rejoined.generation_id), (0, 2));
+    let second_joined: kafka_protocol::messages::JoinGroupResponse = other.read_response(5);
+    assert_eq!((second_joined.error_code, second_joined.generation_id), (0, 2));
+}
