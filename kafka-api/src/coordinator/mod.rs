@@ -37,7 +37,8 @@ pub struct GroupConfig {
     /// group.min.session.timeout.ms / group.max.session.timeout.ms
     pub min_session_timeout: Duration,
     pub max_session_timeout: Duration,
-    /// offsets.retention.minutes: committed offsets of an empty group are kept this long.
+    /// offsets.retention.minutes: committed offsets of a group without members are kept
+    /// this long after their commit.
     pub offsets_retention: Duration,
 }
 
@@ -99,6 +100,20 @@ impl Coordinator {
         });
         let weak = Arc::downgrade(&coordinator);
         tokio::spawn(async move {
+            // Kafka's offsets.retention.check.interval.ms is 10 minutes.
+            let every = coordinator_check_interval(&weak);
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(coordinator) = weak.upgrade() else { return };
+                if let Err(e) = coordinator.expire_offsets().await {
+                    tracing::warn!(error = ?e, "committed offset expiry skipped");
+                }
+            }
+        });
+        let weak = Arc::downgrade(&coordinator);
+        tokio::spawn(async move {
             let mut ticker = tokio::time::interval(TICK);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -110,14 +125,6 @@ impl Coordinator {
         coordinator
     }
 
-    /// The `__consumer_offsets` partition of `group` (Kafka's: Java `String.hashCode`).
-    pub fn partition_for(&self, group: &str, partitions: i32) -> i32 {
-        let hash = group.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
-        // Kafka's Utils.abs: i32::MIN maps to 0 rather than overflowing.
-        let positive = if hash == i32::MIN { 0 } else { hash.abs() };
-        positive % partitions.max(1)
-    }
-
     pub fn offsets_topic(&self) -> Option<Arc<TopicMeta>> {
         self.replication.cluster().topics.get(OFFSETS_TOPIC).cloned()
     }
@@ -126,7 +133,7 @@ impl Coordinator {
     /// COORDINATOR_NOT_AVAILABLE before `__consumer_offsets` exists).
     pub(crate) fn owner(&self, group: &str) -> Result<Owner, ResponseError> {
         let topic = self.offsets_topic().ok_or(ResponseError::CoordinatorNotAvailable)?;
-        let index = self.partition_for(group, topic.partitions.len() as i32) as usize;
+        let index = partition_for(group, topic.partitions.len() as i32) as usize;
         let uid = topic.partitions[index].uid;
         let view = self.replication.partition(uid).ok_or(ResponseError::NotCoordinator)?;
         match view.leader() {
@@ -274,13 +281,101 @@ impl Coordinator {
         })
     }
 
+    /// Deletes committed offsets of groups without members once they are older than
+    /// the retention (a group whose last offset goes is deleted with its record).
+    async fn expire_offsets(&self) -> Result<(), ResponseError> {
+        let Some(topic) = self.offsets_topic() else { return Ok(()) };
+        let retention_ms = self.config.offsets_retention.as_millis() as i64;
+        for partition in &topic.partitions {
+            let Some(view) = self.replication.partition(partition.uid) else { continue };
+            if view.leader() != Some(self.node_id) {
+                continue;
+            }
+            let owner = Owner { uid: partition.uid, epoch: view.leader_epoch() };
+            let engine = self.replication.engine().clone();
+            let stored = tokio::task::spawn_blocking(move || groups::read_groups(&engine, owner.uid))
+                .await
+                .map_err(|_| ResponseError::UnknownServerError)?
+                .map_err(|_| ResponseError::KafkaStorageError)?;
+            for (group, _) in stored {
+                if self.peek(&group, owner, |g| !g.members.is_empty()).unwrap_or(false) {
+                    continue;
+                }
+                let offsets = self.committed(owner.uid, &group).await?;
+                let expired = expired_offsets(&offsets, now_ms(), retention_ms);
+                let cmd = if expired.len() == offsets.len() {
+                    GroupCommand::DeleteGroup { group: group.clone() }
+                } else if !expired.is_empty() {
+                    GroupCommand::DeleteOffsets { group: group.clone(), partitions: expired }
+                } else {
+                    continue;
+                };
+                tracing::info!(%group, "committed offsets expired");
+                self.propose(owner, cmd).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets the in-memory state of `group` (after DeleteGroups).
     pub(crate) fn forget(&self, group: &str) {
         self.groups.lock().remove(group);
     }
 }
 
+fn coordinator_check_interval(weak: &std::sync::Weak<Coordinator>) -> Duration {
+    let retention = weak.upgrade().map_or(Duration::from_secs(600), |c| c.config.offsets_retention);
+    retention.clamp(Duration::from_secs(1), Duration::from_secs(600))
+}
+
+/// The `__consumer_offsets` partition of `group`, as Kafka computes it (Java's
+/// `String.hashCode`), so tools that read group state by partition agree.
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    let hash = group.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
+    // Math.abs(Integer.MIN_VALUE) stays negative in Java; Kafka's Utils.abs maps it to 0.
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    positive % partitions.max(1)
+}
+
+/// The offsets committed at least `retention_ms` before `now_ms`.
+fn expired_offsets(offsets: &[CommittedOffset], now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+    offsets
+        .iter()
+        .filter(|o| o.commit_timestamp.saturating_add(retention_ms) <= now_ms)
+        .map(|o| (o.topic.clone(), o.partition))
+        .collect()
+}
+
 /// Milliseconds since the Unix epoch, for commit timestamps (taken by the proposer).
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_expire_a_retention_after_their_commit() {
+        let offset = |partition, commit_timestamp| CommittedOffset {
+            topic: "t".into(),
+            partition,
+            offset: 1,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp,
+        };
+        let offsets = [offset(0, 1_000), offset(1, 5_000)];
+        assert!(expired_offsets(&offsets, 1_999, 1_000).is_empty());
+        assert_eq!(expired_offsets(&offsets, 2_000, 1_000), vec![("t".to_string(), 0)]);
+        assert_eq!(expired_offsets(&offsets, 9_000, 1_000).len(), 2);
+    }
+
+    #[test]
+    fn groups_map_to_partitions_like_kafka() {
+        // Values printed by Java 17: Math.abs(group.hashCode()) % 50.
+        assert_eq!(partition_for("my-group", 50), 12);
+        assert_eq!(partition_for("console-consumer-12345", 50), 6);
+        assert_eq!(partition_for("a", 50), 47);
+    }
 }

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 
 use super::util;
 use crate::broker::Broker;
-use crate::coordinator::OFFSETS_TOPIC;
+use crate::coordinator::{partition_for, OFFSETS_TOPIC};
 
 const GROUP_KEY: i8 = 0;
 const TRANSACTION_KEY: i8 = 1;
@@ -64,7 +64,7 @@ async fn find(broker: &Arc<Broker>, key_type: i8, key: &str) -> Found {
     ensure_offsets_topic(broker).await?;
     let coordinator = &broker.coordinator;
     let topic = coordinator.offsets_topic().ok_or((ResponseError::CoordinatorNotAvailable, None))?;
-    let index = coordinator.partition_for(key, topic.partitions.len() as i32) as usize;
+    let index = partition_for(key, topic.partitions.len() as i32) as usize;
     let leader = broker.replication.partition(topic.partitions[index].uid).and_then(|v| v.leader());
     match leader {
         Some(id) if id == broker.config.node_id as u64 => {

@@ -12,6 +12,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use super::util;
 use crate::broker::Broker;
+use crate::coordinator::OFFSETS_TOPIC;
 
 pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest) -> MetadataResponse {
     let config = &broker.config;
@@ -61,6 +62,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, request: Metadata
                 return topic.with_error_code(code.code());
             };
             topic.topic_id = uuid::Uuid::from_bytes(meta.id);
+            topic.is_internal = name == OFFSETS_TOPIC;
             topic.partitions = meta
                 .partitions
                 .iter()

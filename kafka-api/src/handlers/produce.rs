@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use super::{util, Reply};
 use crate::broker::Broker;
+use crate::coordinator::OFFSETS_TOPIC;
 use crate::errors;
 
 pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, request: ProduceRequest) -> Reply {
@@ -26,6 +27,10 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, request: Produce
         for p in topic.partition_data {
             let outcome = async {
                 let uid = util::partition_uid(meta, p.index)?;
+                if name == OFFSETS_TOPIC {
+                    // Group state is written by the coordinator only (Kafka refuses the same).
+                    return Err(ResponseError::InvalidTopicException);
+                }
                 let records = p.records.ok_or(ResponseError::InvalidRecord)?;
                 let config = config.as_ref().ok_or(ResponseError::UnknownTopicOrPartition)?;
                 validate(&records, config.max_message_bytes, transactional)?;

@@ -3,10 +3,12 @@
 With CHRONIK_BOOTSTRAP=host:port set, the tests use that running broker
 (Chronik or Apache Kafka) and start nothing. Otherwise they start the Chronik
 binary ($CHRONIK_BIN, else $CARGO_TARGET_DIR/debug/chronik, else
-<repo>/target/debug/chronik) in a temporary data dir on free loopback ports.
+<repo>/target/debug/chronik) in a temporary data dir on free loopback ports;
+with CHRONIK_BROKER_LOG=path set, the broker's log is copied there at the end.
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -78,6 +80,8 @@ def bootstrap():
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            if os.environ.get("CHRONIK_BROKER_LOG"):
+                shutil.copyfile(log_path, os.environ["CHRONIK_BROKER_LOG"])
 
 
 @pytest.fixture
