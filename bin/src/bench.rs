@@ -23,20 +23,24 @@ pub enum Bench {
     Produce(ProduceArgs),
     /// Read a topic from the beginning of every partition.
     Consume(ConsumeArgs),
+    /// Synchronous offset commits: commits/s and latency.
+    Commits(crate::bench_groups::CommitArgs),
+    /// Time for a consumer group to consume again after a member joins.
+    Rebalance(crate::bench_groups::RebalanceArgs),
 }
 
 #[derive(Args)]
 pub struct Common {
     #[arg(long, default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    pub bootstrap: String,
     #[arg(long, default_value = "bench")]
-    topic: String,
+    pub topic: String,
     /// Partitions of the topic (created if missing).
     #[arg(long, default_value_t = 1)]
-    partitions: i32,
+    pub partitions: i32,
     /// Print a JSON line instead of a table.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -78,6 +82,8 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Produce(args) => produce(args),
         Bench::Consume(args) => consume(args),
+        Bench::Commits(args) => crate::bench_groups::commits(args),
+        Bench::Rebalance(args) => crate::bench_groups::rebalance(args),
     }
 }
 
@@ -110,7 +116,7 @@ impl ProducerContext for LatencyContext {
     }
 }
 
-fn ensure_topic(common: &Common) -> anyhow::Result<()> {
+pub fn ensure_topic(common: &Common) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &common.bootstrap).create()?;
     let topic = NewTopic::new(&common.topic, common.partitions, TopicReplication::Fixed(1));

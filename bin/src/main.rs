@@ -3,6 +3,7 @@
 
 mod alloc;
 mod bench;
+mod bench_groups;
 mod http;
 mod settings;
 

@@ -90,6 +90,20 @@ def positions(c):
     return {tp.partition: tp.offset for tp in c.position(c.assignment())}
 
 
+def caught_up(c, topic, ends):
+    """Whether the member's position on each assigned partition is at the end offset.
+    librdkafka reports no position (-1001) until it returns a record from a partition,
+    so one assigned at an end offset committed by its previous owner counts if the
+    commit is at the end."""
+    pos = positions(c)
+    if all(o == ends[p] for p, o in pos.items()):
+        return True
+    if any(o >= 0 and o != ends[p] for p, o in pos.items()):
+        return False
+    done = committed(c, topic)
+    return all(o == ends[p] or done[p] == ends[p] for p, o in pos.items())
+
+
 def group_offsets(admin, group):
     fs = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
     res = fs[group].result(30)
@@ -138,12 +152,13 @@ def test_group_eager_consume_commit_describe_and_delete(bootstrap, topic_name):
             split = [{tp.partition for tp in c.assignment()} for c in members]
             return (produced <= seen and all(split) and not split[0] & split[1]
                     and split[0] | split[1] == set(range(PARTITIONS))
-                    and {p: o for c in members for p, o in positions(c).items()} == ends)
+                    and all(caught_up(c, topic_name, ends) for c in members))
 
         ok = consume_until(members, seen, done)
         assert sorted(produced - seen) == []
         assert ok, f"assignments {[c.assignment() for c in members]}"
-        assert [commit(c) for c in members] == [None, None]
+        assert [commit(c) for c in members] in ([None, None], [None, "nothing to commit"],
+                                                ["nothing to commit", None])
         for c in members:
             assert committed(c, topic_name) == ends
 
@@ -222,7 +237,7 @@ def test_group_cooperative_sticky_member_joins_midway(bootstrap, topic_name):
             split = [{tp.partition for tp in c.assignment()} for c in members]
             return (produced <= seen and [len(s) for s in split] == [2, 2]
                     and split[0] | split[1] == set(range(PARTITIONS))
-                    and {p: o for c in members for p, o in positions(c).items()} == ends)
+                    and all(caught_up(c, topic_name, ends) for c in members))
 
         ok = consume_until(members, seen, done)
         assert sorted(produced - seen) == []
@@ -233,7 +248,8 @@ def test_group_cooperative_sticky_member_joins_midway(bootstrap, topic_name):
         assert events[1] == [("assign", set(range(PARTITIONS))), ("revoke", moved)], events
         assert events[2] == [("assign", moved)], events
         assert kept | moved == set(range(PARTITIONS))
-        assert [commit(c) for c in members] == [None, None]
+        assert [commit(c) for c in members] in ([None, None], [None, "nothing to commit"],
+                                                ["nothing to commit", None])
         assert committed(second, topic_name) == ends
         assert group_offsets(admin, group) == ends
 
