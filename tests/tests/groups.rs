@@ -51,7 +51,7 @@ impl Member {
             while !stopped.load(Ordering::Relaxed) {
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(m)) => {
-                        seen.lock().unwrap().insert((m.partition(), m.offset()));
+                        seen.lock().expect("lock").insert((m.partition(), m.offset()));
                         since_commit += 1;
                         if since_commit >= 50 {
                             // Async: a commit refused during a rebalance is retried by the next one.
@@ -126,12 +126,12 @@ fn committed_and_end(node: &Node, group: &str, topic: &str) -> (BTreeMap<i32, i6
 fn wait_until_seen(seen: &Seen, acked: &BTreeSet<(i32, i64)>, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if seen.lock().unwrap().is_superset(acked) {
+        if seen.lock().expect("lock").is_superset(acked) {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let missing: Vec<_> = acked.difference(&seen.lock().unwrap()).take(10).copied().collect();
+    let missing: Vec<_> = acked.difference(&seen.lock().expect("lock")).take(10).copied().collect();
     panic!("records never consumed (first 10): {missing:?}");
 }
 
@@ -226,7 +226,7 @@ async fn committed_offsets_survive_a_restart_and_the_group_resumes_there() {
     let waiting = resumed.clone();
     tokio::task::spawn_blocking(move || wait_until_seen(&waiting, &rest, Duration::from_secs(30))).await.unwrap();
     tokio::task::spawn_blocking(move || second.leave()).await.unwrap();
-    let first_seen: BTreeMap<i32, i64> = resumed.lock().unwrap().iter().fold(BTreeMap::new(), |mut m, (p, o)| {
+    let first_seen: BTreeMap<i32, i64> = resumed.lock().expect("lock").iter().fold(BTreeMap::new(), |mut m, (p, o)| {
         m.entry(*p).or_insert(*o);
         m
     });

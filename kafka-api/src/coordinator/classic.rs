@@ -543,7 +543,7 @@ impl ClassicGroup {
             }
         }
         if let Some(tx) = member.join.take() {
-            let _ = tx.send(JoinOutcome::error(error.clone(), id));
+            let _ = tx.send(JoinOutcome::error(error, id));
         }
         if let Some(tx) = member.sync.take() {
             let _ = tx.send(Err(error));

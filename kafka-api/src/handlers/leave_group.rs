@@ -25,7 +25,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, req: LeaveGroupRe
         Err(e) => return response.with_error_code(e.code()),
     };
     if version <= 2 {
-        response.error_code = results.first().and_then(|r| r.clone().err()).map_or(0, |e| e.code());
+        response.error_code = results.first().and_then(|r| r.err()).map_or(0, |e| e.code());
         return response;
     }
     response.members = members

@@ -99,7 +99,7 @@ fn answer(
                 .iter()
                 .zip(errors)
                 .map(|(p, refused)| {
-                    let error = refused.clone().or_else(|| result.clone().err());
+                    let error = refused.or(result.err());
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(error.map_or(0, |e| e.code()))

@@ -1,0 +1,264 @@
+package io.chronik.compat;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.*;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.BooleanSupplier;
+import java.util.stream.Collectors;
+import java.util.stream.IntStream;
+import org.apache.kafka.clients.admin.*;
+import org.apache.kafka.clients.consumer.CommitFailedException;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.GroupState;
+import org.apache.kafka.common.GroupType;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.RebalanceInProgressException;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Consumer groups, classic protocol (group.protocol=classic): KafkaConsumer members
+ * subscribe() and are assigned partitions by the broker's group coordinator, commit
+ * with commitSync(), and the Admin client lists, describes, reads the offsets of and
+ * deletes the group. The broker's minimum session timeout is 6 s and a new group's
+ * first rebalance waits group.initial.rebalance.delay.ms (3 s): deadlines are generous.
+ */
+class GroupCompatTest {
+  static final int PARTITIONS = 4;
+  static final int PER_PARTITION = 50;
+  static final Duration DEADLINE = Duration.ofSeconds(60);
+  static String bootstrap;
+  static Admin admin;
+
+  @BeforeAll
+  static void connect() {
+    bootstrap = System.getProperty("CHRONIK_BOOTSTRAP", System.getenv("CHRONIK_BOOTSTRAP"));
+    assertNotNull(bootstrap, "set CHRONIK_BOOTSTRAP=host:port");
+    admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap,
+        AdminClientConfig.CLIENT_ID_CONFIG, "compat-java-groups-admin"));
+  }
+
+  @AfterAll
+  static void close() {
+    if (admin != null) admin.close(Duration.ofSeconds(30));
+  }
+
+  static boolean waitUntil(BooleanSupplier ok) throws InterruptedException {
+    long deadline = System.nanoTime() + DEADLINE.toNanos();
+    while (!ok.getAsBoolean()) {
+      if (System.nanoTime() > deadline) return false;
+      Thread.sleep(100);
+    }
+    return true;
+  }
+
+  static Set<Integer> partitions(Collection<TopicPartition> tps) {
+    return tps.stream().map(TopicPartition::partition).collect(Collectors.toCollection(TreeSet::new));
+  }
+
+  /** A subscribed member on its own thread (KafkaConsumer is single-threaded). */
+  static final class Member implements Runnable {
+    final String clientId, topic, group;
+    final Set<String> seen;
+    final AtomicBoolean stop = new AtomicBoolean();
+    final AtomicReference<Set<Integer>> assignment = new AtomicReference<>(Set.of());
+    final AtomicReference<Map<Integer, Long>> positions = new AtomicReference<>(Map.of());
+    final AtomicReference<Throwable> error = new AtomicReference<>();
+    volatile Set<Integer> finalAssignment;
+    volatile boolean finalCommit;
+    final Thread thread;
+
+    Member(String clientId, String topic, String group, Set<String> seen) {
+      this.clientId = clientId;
+      this.topic = topic;
+      this.group = group;
+      this.seen = seen;
+      this.thread = new Thread(this, clientId);
+      thread.setDaemon(true);
+    }
+
+    @Override
+    public void run() {
+      Map<String, Object> cc = Map.of(
+          ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap,
+          ConsumerConfig.GROUP_ID_CONFIG, group,
+          ConsumerConfig.CLIENT_ID_CONFIG, clientId,
+          ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic",
+          ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 6000,
+          ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 1000,
+          ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
+          ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+      try (var consumer = new KafkaConsumer<>(cc, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+        consumer.subscribe(List.of(topic));
+        while (!stop.get()) {
+          var records = consumer.poll(Duration.ofMillis(200));
+          for (ConsumerRecord<byte[], byte[]> r : records) seen.add(r.partition() + "@" + r.offset());
+          if (!records.isEmpty()) {
+            try {
+              consumer.commitSync();
+            } catch (CommitFailedException | RebalanceInProgressException e) {
+              // partitions moved; their new owner re-reads from the last commit
+            }
+          }
+          Map<Integer, Long> pos = new TreeMap<>();
+          for (var tp : consumer.assignment()) pos.put(tp.partition(), consumer.position(tp));
+          positions.set(pos);
+          assignment.set(partitions(consumer.assignment()));
+        }
+        finalAssignment = partitions(consumer.assignment());
+        consumer.commitSync();
+        finalCommit = true;
+      } catch (Throwable t) {
+        error.set(t);
+      }
+    }
+  }
+
+  static Set<String> produce(String topic, int from, int n) throws Exception {
+    Map<String, Object> pc = Map.of(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap,
+        ProducerConfig.LINGER_MS_CONFIG, 5);
+    Set<String> produced = new TreeSet<>();
+    try (var producer = new KafkaProducer<>(pc, new ByteArraySerializer(), new ByteArraySerializer())) {
+      var futures = new ArrayList<java.util.concurrent.Future<org.apache.kafka.clients.producer.RecordMetadata>>();
+      for (int i = from; i < from + n; i++) {
+        futures.add(producer.send(new ProducerRecord<>(topic, i % PARTITIONS,
+            ("k" + i).getBytes(StandardCharsets.UTF_8), ("v" + i).getBytes(StandardCharsets.UTF_8))));
+        if (i % 20 == 19) {
+          producer.flush();
+          Thread.sleep(50);
+        }
+      }
+      producer.flush();
+      for (var f : futures) {
+        var m = f.get(30, TimeUnit.SECONDS);
+        produced.add(m.partition() + "@" + m.offset());
+      }
+    }
+    return produced;
+  }
+
+  static Set<String> groupIds() throws Exception {
+    @SuppressWarnings("deprecation")
+    var listed = admin.listConsumerGroups().all().get(30, TimeUnit.SECONDS);
+    return listed.stream().map(ConsumerGroupListing::groupId).collect(Collectors.toSet());
+  }
+
+  @SuppressWarnings("deprecation")
+  static Optional<ConsumerGroupListing> listing(String group) throws Exception {
+    return admin.listConsumerGroups().all().get(30, TimeUnit.SECONDS).stream()
+        .filter(g -> g.groupId().equals(group)).findFirst();
+  }
+
+  static Map<Integer, Long> committedOffsets(String group) throws Exception {
+    Map<TopicPartition, OffsetAndMetadata> offsets = admin.listConsumerGroupOffsets(group)
+        .partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS);
+    Map<Integer, Long> out = new TreeMap<>();
+    offsets.forEach((tp, om) -> out.put(tp.partition(), om == null ? null : om.offset()));
+    return out;
+  }
+
+  @Test
+  void subscribeConsumeCommitDescribeAndDeleteGroup() throws Exception {
+    String topic = "java-group-" + UUID.randomUUID().toString().substring(0, 8);
+    String group = "java-grp-" + topic;
+    admin.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1))).all().get(30, TimeUnit.SECONDS);
+    assertTrue(waitUntil(() -> {
+      try {
+        return admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size() == PARTITIONS;
+      } catch (Exception e) {
+        return false;
+      }
+    }));
+
+    Set<String> seen = ConcurrentHashMap.newKeySet();
+    List<Member> members = List.of(new Member("java-member-1", topic, group, seen),
+        new Member("java-member-2", topic, group, seen));
+    members.forEach(m -> m.thread.start());
+    Map<Integer, Long> ends = IntStream.range(0, PARTITIONS).boxed()
+        .collect(Collectors.toMap(p -> p, p -> (long) PER_PARTITION, (a, b) -> a, TreeMap::new));
+    try {
+      // Produced while the members join, get their partitions and consume.
+      Set<String> produced = produce(topic, 0, PARTITIONS * PER_PARTITION);
+      Set<String> expected = new TreeSet<>();
+      for (int p = 0; p < PARTITIONS; p++) for (int o = 0; o < PER_PARTITION; o++) expected.add(p + "@" + o);
+      assertEquals(expected, produced);
+
+      BooleanSupplier done = () -> {
+        if (!seen.containsAll(produced)) return false;
+        Set<Integer> a = members.get(0).assignment.get(), b = members.get(1).assignment.get();
+        Set<Integer> union = new TreeSet<>(a);
+        union.addAll(b);
+        Map<Integer, Long> pos = new TreeMap<>(members.get(0).positions.get());
+        pos.putAll(members.get(1).positions.get());
+        return !a.isEmpty() && !b.isEmpty() && Collections.disjoint(a, b)
+            && union.size() == PARTITIONS && pos.equals(ends);
+      };
+      boolean ok = waitUntil(() -> done.getAsBoolean() || members.stream().anyMatch(m -> m.error.get() != null));
+      for (var m : members) assertNull(m.error.get(), m.clientId + " failed");
+      Set<String> missing = new TreeSet<>(produced);
+      missing.removeAll(seen);
+      assertEquals(Set.of(), missing, "records never consumed");
+      assertTrue(ok, "members never split the partitions / caught up: "
+          + members.stream().map(m -> m.clientId + "=" + m.assignment.get() + " " + m.positions.get()).toList());
+
+      // Described while both run: STABLE, a classic consumer group with both members and their assignments.
+      ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).all()
+          .get(30, TimeUnit.SECONDS).get(group);
+      assertEquals(group, d.groupId());
+      assertEquals(GroupState.STABLE, d.groupState());
+      assertEquals(GroupType.CLASSIC, d.type());
+      assertFalse(d.isSimpleConsumerGroup());
+      assertEquals("range", d.partitionAssignor());   // the first of the default [range, cooperative-sticky]
+      assertEquals(1, d.coordinator().id());
+      Map<String, Set<Integer>> described = new TreeMap<>();
+      for (MemberDescription md : d.members()) described.put(md.clientId(), partitions(md.assignment().topicPartitions()));
+      Map<String, Set<Integer>> actual = new TreeMap<>();
+      for (var m : members) actual.put(m.clientId, m.assignment.get());
+      assertEquals(actual, described);
+      assertEquals(2, d.members().stream().map(MemberDescription::consumerId).distinct().count());
+
+      var listed = listing(group);
+      assertTrue(listed.isPresent(), "listConsumerGroups misses " + group);
+      assertEquals(Optional.of(GroupState.STABLE), listed.get().groupState());
+      assertFalse(listed.get().isSimpleConsumerGroup());
+    } finally {
+      members.forEach(m -> m.stop.set(true));
+      for (var m : members) m.thread.join(30_000);
+    }
+    for (var m : members) {
+      assertNull(m.error.get(), m.clientId + " failed");
+      assertTrue(m.finalCommit, m.clientId + " did not commit and close");
+    }
+    Set<Integer> union = new TreeSet<>(members.get(0).finalAssignment);
+    union.addAll(members.get(1).finalAssignment);
+    assertEquals(PARTITIONS, union.size());
+
+    assertEquals(ends, committedOffsets(group));
+
+    // Both members left: EMPTY, then deleted.
+    ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).all()
+        .get(30, TimeUnit.SECONDS).get(group);
+    assertEquals(GroupState.EMPTY, d.groupState());
+    assertEquals(List.of(), List.copyOf(d.members()));
+    assertEquals(Optional.of(GroupState.EMPTY), listing(group).map(g -> g.groupState().orElse(null)));
+
+    admin.deleteConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS);
+    assertFalse(groupIds().contains(group), "deleted group still listed");
+    assertEquals(Map.of(), committedOffsets(group));
+  }
+}
