@@ -53,6 +53,9 @@ pub struct GroupRecord {
     pub protocol_type: String,
     /// The last generation (classic) or group epoch (KIP-848) handed out.
     pub generation: i32,
+    /// "consumer" for KIP-848 groups; empty (classic) otherwise.
+    #[serde(default)]
+    pub group_type: String,
 }
 
 /// Applies `command` to partition `uid`. Reads nothing: a group exists while it has a
@@ -213,7 +216,7 @@ mod tests {
             GroupCommand::Commit { group: "g".into(), offsets: vec![offset("t", 1, 10), offset("t", 0, 7)] },
         );
         run(&engine, 5, GroupCommand::Commit { group: "g2".into(), offsets: vec![offset("t", 0, 1)] });
-        let record = GroupRecord { protocol_type: "consumer".into(), generation: 4 };
+        let record = GroupRecord { protocol_type: "consumer".into(), generation: 4, group_type: String::new() };
         run(&engine, 5, GroupCommand::PutGroup { group: "g2".into(), record: record.clone() });
 
         assert_eq!(read_offsets(&engine, 5, "g").unwrap(), vec![offset("t", 0, 7), offset("t", 1, 10)]);

@@ -36,9 +36,7 @@ impl Member {
             .set("bootstrap.servers", node.bootstrap())
             .set("group.id", group)
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500");
+            .set("auto.offset.reset", "earliest");
         for (k, v) in extra {
             config.set(*k, *v);
         }
@@ -185,14 +183,24 @@ async fn group_survives_membership_changes(extra: &[(&str, &str)]) {
     assert_eq!(end.values().sum::<i64>(), 3000);
 }
 
+/// Classic-protocol members heartbeat often so rebalances are noticed quickly.
+const CLASSIC: [(&str, &str); 2] = [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eager_group_consumes_everything_while_members_join_and_leave() {
-    group_survives_membership_changes(&[("partition.assignment.strategy", "range")]).await;
+    group_survives_membership_changes(&[CLASSIC[0], CLASSIC[1], ("partition.assignment.strategy", "range")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_sticky_group_consumes_everything_while_members_join_and_leave() {
-    group_survives_membership_changes(&[("partition.assignment.strategy", "cooperative-sticky")]).await;
+    let strategy = ("partition.assignment.strategy", "cooperative-sticky");
+    group_survives_membership_changes(&[CLASSIC[0], CLASSIC[1], strategy]).await;
+}
+
+/// KIP-848: the coordinator assigns partitions (`group.protocol=consumer`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_protocol_group_consumes_everything_while_members_join_and_leave() {
+    group_survives_membership_changes(&[("group.protocol", "consumer")]).await;
 }
 
 /// A consumer commits, the node is killed and restarted, and a new consumer in the same
@@ -206,7 +214,7 @@ async fn committed_offsets_survive_a_restart_and_the_group_resumes_there() {
     assert_eq!(acked.len(), 600);
 
     let seen: Seen = Arc::default();
-    let first = Member::start(&node, group, topic, &[], seen.clone());
+    let first = Member::start(&node, group, topic, &CLASSIC, seen.clone());
     let half: BTreeSet<(i32, i64)> = acked.iter().filter(|(_, o)| *o < 50).copied().collect();
     let waiting = seen.clone();
     tokio::task::spawn_blocking(move || wait_until_seen(&waiting, &half, Duration::from_secs(30))).await.unwrap();
@@ -221,7 +229,7 @@ async fn committed_offsets_survive_a_restart_and_the_group_resumes_there() {
 
     // The next member starts at the committed offsets, not at the beginning.
     let resumed: Seen = Arc::default();
-    let second = Member::start(&node, group, topic, &[], resumed.clone());
+    let second = Member::start(&node, group, topic, &CLASSIC, resumed.clone());
     let rest: BTreeSet<(i32, i64)> = acked.iter().filter(|(p, o)| *o >= after[p]).copied().collect();
     let waiting = resumed.clone();
     tokio::task::spawn_blocking(move || wait_until_seen(&waiting, &rest, Duration::from_secs(30))).await.unwrap();

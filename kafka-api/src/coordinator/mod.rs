@@ -8,6 +8,7 @@
 //! leader of its partition (a new leader epoch) starts from the stored record.
 
 pub(crate) mod classic;
+pub(crate) mod consumer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::errors;
 use classic::ClassicGroup;
+use consumer::ConsumerGroup;
 
 /// The internal topic that holds consumer group state.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -37,6 +39,10 @@ pub struct GroupConfig {
     /// group.min.session.timeout.ms / group.max.session.timeout.ms
     pub min_session_timeout: Duration,
     pub max_session_timeout: Duration,
+    /// group.consumer.session.timeout.ms (KIP-848 members)
+    pub consumer_session_timeout: Duration,
+    /// group.consumer.heartbeat.interval.ms (KIP-848 members)
+    pub consumer_heartbeat_interval: Duration,
     /// offsets.retention.minutes: committed offsets of a group without members are kept
     /// this long after their commit.
     pub offsets_retention: Duration,
@@ -49,7 +55,69 @@ impl Default for GroupConfig {
             initial_rebalance_delay: Duration::from_secs(3),
             min_session_timeout: Duration::from_secs(6),
             max_session_timeout: Duration::from_secs(1800),
+            consumer_session_timeout: Duration::from_secs(45),
+            consumer_heartbeat_interval: Duration::from_secs(5),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// A group in memory: classic (JoinGroup/SyncGroup) or KIP-848 (ConsumerGroupHeartbeat).
+/// An empty group takes the protocol of the next member.
+pub(crate) enum Group {
+    Classic(ClassicGroup),
+    Consumer(ConsumerGroup),
+}
+
+impl Group {
+    /// The classic generation or the KIP-848 group epoch.
+    pub fn generation(&self) -> i32 {
+        match self {
+            Group::Classic(g) => g.generation,
+            Group::Consumer(g) => g.epoch,
+        }
+    }
+
+    pub fn protocol_type(&self) -> String {
+        match self {
+            Group::Classic(g) => g.protocol_type.clone(),
+            Group::Consumer(_) => "consumer".into(),
+        }
+    }
+
+    pub fn state(&self) -> &'static str {
+        match self {
+            Group::Classic(g) => g.phase.name(),
+            Group::Consumer(g) => g.state(),
+        }
+    }
+
+    /// "classic" or "consumer", as ListGroups v5 reports group types.
+    pub fn group_type(&self) -> &'static str {
+        match self {
+            Group::Classic(_) => "classic",
+            Group::Consumer(_) => "consumer",
+        }
+    }
+
+    pub fn has_members(&self) -> bool {
+        match self {
+            Group::Classic(g) => !g.members.is_empty(),
+            Group::Consumer(g) => !g.members.is_empty(),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        match self {
+            Group::Classic(g) => g.is_idle(),
+            Group::Consumer(g) => g.members.is_empty(),
+        }
+    }
+
+    fn tick(&mut self, now: Instant) -> bool {
+        match self {
+            Group::Classic(g) => g.tick(now),
+            Group::Consumer(g) => g.tick(now),
         }
     }
 }
@@ -58,7 +126,7 @@ impl Default for GroupConfig {
 struct Loaded {
     uid: u64,
     epoch: i32,
-    group: ClassicGroup,
+    group: Group,
 }
 
 pub struct Coordinator {
@@ -68,6 +136,14 @@ pub struct Coordinator {
     groups: Mutex<HashMap<String, Loaded>>,
     /// Group records to persist, in the order generations were handed out.
     records: mpsc::UnboundedSender<(u64, GroupCommand)>,
+}
+
+/// One line of ListGroups.
+pub(crate) struct Listed {
+    pub name: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    pub group_type: &'static str,
 }
 
 /// Where a group lives: the uid of its `__consumer_offsets` partition and that
@@ -143,42 +219,105 @@ impl Coordinator {
         }
     }
 
-    /// Runs `f` on the in-memory state of `group` (loading it from its stored record
-    /// when this node has not held it in the current leader epoch). Persists the group
-    /// record when `f` began a new generation.
+    /// Runs `f` on the classic group `group` (see [`Coordinator::with_loaded`]); a
+    /// KIP-848 group with members answers INCONSISTENT_GROUP_PROTOCOL.
     pub(crate) async fn with_group<R>(
         &self,
         group: &str,
         f: impl FnOnce(&mut ClassicGroup, Instant) -> R,
+    ) -> Result<R, ResponseError> {
+        let delay = self.config.initial_rebalance_delay;
+        self.with_loaded(group, |loaded, at| {
+            if let Group::Consumer(g) = loaded {
+                if !g.members.is_empty() {
+                    return Err(ResponseError::InconsistentGroupProtocol);
+                }
+                *loaded = Group::Classic(ClassicGroup::new(g.epoch, String::new(), delay, at));
+            }
+            match loaded {
+                Group::Classic(g) => Ok(f(g, at)),
+                Group::Consumer(_) => Err(ResponseError::InconsistentGroupProtocol),
+            }
+        })
+        .await?
+    }
+
+    /// Runs `f` on the KIP-848 group `group`; a classic group with members answers
+    /// INCONSISTENT_GROUP_PROTOCOL.
+    pub(crate) async fn with_consumer_group<R>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&mut ConsumerGroup, Instant) -> R,
+    ) -> Result<R, ResponseError> {
+        let session = self.config.consumer_session_timeout;
+        self.with_loaded(group, |loaded, at| {
+            if let Group::Classic(g) = loaded {
+                if !g.members.is_empty() {
+                    return Err(ResponseError::InconsistentGroupProtocol);
+                }
+                *loaded = Group::Consumer(ConsumerGroup::new(g.generation, session));
+            }
+            match loaded {
+                Group::Consumer(g) => Ok(f(g, at)),
+                Group::Classic(_) => Err(ResponseError::InconsistentGroupProtocol),
+            }
+        })
+        .await?
+    }
+
+    /// Runs `f` on the in-memory state of `group` (loading it from its stored record
+    /// when this node has not held it in the current leader epoch). Persists the group
+    /// record when `f` began a new generation.
+    pub(crate) async fn with_loaded<R>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&mut Group, Instant) -> R,
     ) -> Result<R, ResponseError> {
         let owner = self.owner(group)?;
         if !self.is_loaded(group, owner) {
             let record = self.stored_group(owner.uid, group).await?.unwrap_or_default();
             let mut groups = self.groups.lock();
             if !groups.get(group).is_some_and(|l| l.epoch == owner.epoch && l.uid == owner.uid) {
-                let fresh = ClassicGroup::new(
-                    record.generation,
-                    record.protocol_type,
-                    self.config.initial_rebalance_delay,
-                    Instant::now(),
-                );
-                groups.insert(group.to_string(), Loaded { uid: owner.uid, epoch: owner.epoch, group: fresh });
+                let fresh = match record.group_type.as_str() {
+                    "consumer" => {
+                        Group::Consumer(ConsumerGroup::new(record.generation, self.config.consumer_session_timeout))
+                    }
+                    _ => Group::Classic(ClassicGroup::new(
+                        record.generation,
+                        record.protocol_type,
+                        self.config.initial_rebalance_delay,
+                        Instant::now(),
+                    )),
+                };
+                let loaded = Loaded { uid: owner.uid, epoch: owner.epoch, group: fresh };
+                groups.insert(group.to_string(), loaded);
             }
         }
         let mut groups = self.groups.lock();
         let loaded = groups.get_mut(group).ok_or(ResponseError::CoordinatorNotAvailable)?;
-        let generation = loaded.group.generation;
+        let generation = loaded.group.generation();
         let result = f(&mut loaded.group, Instant::now());
-        if loaded.group.generation != generation {
+        if loaded.group.generation() != generation {
             self.persist_record(group, loaded);
         }
         Ok(result)
     }
 
     /// Runs `f` on `group` if this node holds it in memory for the current leader epoch.
-    pub(crate) fn peek<R>(&self, group: &str, owner: Owner, f: impl FnOnce(&ClassicGroup) -> R) -> Option<R> {
+    pub(crate) fn peek<R>(&self, group: &str, owner: Owner, f: impl FnOnce(&Group) -> R) -> Option<R> {
         let groups = self.groups.lock();
         groups.get(group).filter(|l| l.uid == owner.uid && l.epoch == owner.epoch).map(|l| f(&l.group))
+    }
+
+    /// The id and partition count of every topic, for KIP-848 assignments.
+    pub(crate) fn topics(&self) -> consumer::Topics {
+        let cluster = self.replication.cluster();
+        cluster
+            .topics
+            .values()
+            .filter(|t| t.name != OFFSETS_TOPIC)
+            .map(|t| (t.name.clone(), (uuid::Uuid::from_bytes(t.id), t.partitions.len() as i32)))
+            .collect()
     }
 
     fn is_loaded(&self, group: &str, owner: Owner) -> bool {
@@ -186,8 +325,15 @@ impl Coordinator {
     }
 
     fn persist_record(&self, group: &str, loaded: &Loaded) {
-        let record =
-            GroupRecord { protocol_type: loaded.group.protocol_type.clone(), generation: loaded.group.generation };
+        let group_type = match loaded.group {
+            Group::Classic(_) => String::new(),
+            Group::Consumer(_) => "consumer".to_string(),
+        };
+        let record = GroupRecord {
+            protocol_type: loaded.group.protocol_type(),
+            generation: loaded.group.generation(),
+            group_type,
+        };
         let _ = self.records.send((loaded.uid, GroupCommand::PutGroup { group: group.to_string(), record }));
     }
 
@@ -243,7 +389,7 @@ impl Coordinator {
 
     /// Every group stored in the `__consumer_offsets` partitions this node leads, with
     /// the groups only held in memory, as (name, protocol type, state).
-    pub(crate) async fn list(&self) -> Result<Vec<(String, String, &'static str)>, ResponseError> {
+    pub(crate) async fn list(&self) -> Result<Vec<Listed>, ResponseError> {
         let Some(topic) = self.offsets_topic() else { return Ok(Vec::new()) };
         let uids: Vec<u64> = topic
             .partitions
@@ -258,16 +404,27 @@ impl Coordinator {
         .await
         .map_err(|_| ResponseError::UnknownServerError)?
         .map_err(|_| ResponseError::KafkaStorageError)?;
-        let mut listed: HashMap<String, (String, &'static str)> = stored
+        let mut listed: HashMap<String, Listed> = stored
             .into_iter()
             .flatten()
-            .map(|(name, record)| (name, (record.protocol_type, classic::Phase::Empty.name())))
+            .map(|(name, record)| {
+                let group_type = if record.group_type == "consumer" { "consumer" } else { "classic" };
+                let listed = Listed {
+                    name: name.clone(),
+                    protocol_type: record.protocol_type,
+                    state: classic::Phase::Empty.name(),
+                    group_type,
+                };
+                (name, listed)
+            })
             .collect();
         for (name, loaded) in self.groups.lock().iter() {
-            listed.insert(name.clone(), (loaded.group.protocol_type.clone(), loaded.group.phase.name()));
+            let group = &loaded.group;
+            let (protocol_type, state, group_type) = (group.protocol_type(), group.state(), group.group_type());
+            listed.insert(name.clone(), Listed { name: name.clone(), protocol_type, state, group_type });
         }
-        let mut out: Vec<_> = listed.into_iter().map(|(name, (ptype, state))| (name, ptype, state)).collect();
-        out.sort();
+        let mut out: Vec<Listed> = listed.into_values().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
@@ -298,7 +455,7 @@ impl Coordinator {
                 .map_err(|_| ResponseError::UnknownServerError)?
                 .map_err(|_| ResponseError::KafkaStorageError)?;
             for (group, _) in stored {
-                if self.peek(&group, owner, |g| !g.members.is_empty()).unwrap_or(false) {
+                if self.peek(&group, owner, Group::has_members).unwrap_or(false) {
                     continue;
                 }
                 let offsets = self.committed(owner.uid, &group).await?;

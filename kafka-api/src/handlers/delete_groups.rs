@@ -8,6 +8,7 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use crate::broker::Broker;
+use crate::coordinator::Group;
 
 pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut response = DeleteGroupsResponse::default();
@@ -23,7 +24,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: DeleteGroup
 async fn delete(broker: &Arc<Broker>, group: &str) -> Result<(), ResponseError> {
     let coordinator = &broker.coordinator;
     let owner = coordinator.owner(group)?;
-    if coordinator.peek(group, owner, |g| !g.members.is_empty()).unwrap_or(false) {
+    if coordinator.peek(group, owner, Group::has_members).unwrap_or(false) {
         return Err(ResponseError::NonEmptyGroup);
     }
     if coordinator.stored_group(owner.uid, group).await?.is_none() {

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, Gr
 use super::util;
 use crate::broker::Broker;
 use crate::coordinator::classic::{ClassicGroup, Phase};
+use crate::coordinator::Group;
 
 pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut response = DescribeGroupsResponse::default();
@@ -24,7 +25,14 @@ async fn describe(broker: &Arc<Broker>, version: i16, group_id: GroupId) -> Desc
         Ok(owner) => owner,
         Err(e) => return described.with_error_code(e.code()),
     };
-    if let Some(live) = broker.coordinator.peek(&group_id, owner, |g| live_group(g, described.clone())) {
+    if let Some(live) = broker.coordinator.peek(&group_id, owner, |g| match g {
+        Group::Classic(g) => live_group(g, described.clone()),
+        // KIP-848 groups are described by ConsumerGroupDescribe; here only their state.
+        Group::Consumer(g) => described
+            .clone()
+            .with_group_state(util::str_bytes(g.state()))
+            .with_protocol_type(util::str_bytes("consumer")),
+    }) {
         return live;
     }
     match broker.coordinator.stored_group(owner.uid, &group_id).await {

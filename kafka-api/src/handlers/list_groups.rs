@@ -1,5 +1,5 @@
 //! ListGroups (key 16): the groups this node coordinates, filtered by state (v4+)
-//! and type (v5+; every group here is a "classic" group).
+//! and type (v5+: "classic" or "consumer").
 
 use std::sync::Arc;
 
@@ -8,8 +8,6 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::util;
 use crate::broker::Broker;
-
-const GROUP_TYPE: &str = "classic";
 
 pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: ListGroupsRequest) -> ListGroupsResponse {
     let mut response = ListGroupsResponse::default();
@@ -21,14 +19,14 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: ListGroupsR
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     response.groups = groups
         .into_iter()
-        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == GROUP_TYPE))
-        .map(|(name, protocol_type, state)| {
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+        .map(|g| {
             ListedGroup::default()
-                .with_group_id(GroupId(util::str_bytes(&name)))
-                .with_protocol_type(util::str_bytes(&protocol_type))
-                .with_group_state(util::str_bytes(state))
-                .with_group_type(util::str_bytes(GROUP_TYPE))
+                .with_group_id(GroupId(util::str_bytes(&g.name)))
+                .with_protocol_type(util::str_bytes(&g.protocol_type))
+                .with_group_state(util::str_bytes(g.state))
+                .with_group_type(util::str_bytes(g.group_type))
         })
         .collect();
     response

@@ -16,9 +16,25 @@ use crate::coordinator::OFFSETS_TOPIC;
 
 pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest) -> MetadataResponse {
     let config = &broker.config;
-    let requested: Option<Vec<String>> = request
-        .topics
-        .map(|topics| topics.into_iter().filter_map(|t| t.name.map(|n| n.0.as_str().to_string())).collect());
+    // From v10 a topic can be asked for by id alone (KIP-848 clients do); an unknown id
+    // answers UNKNOWN_TOPIC_ID.
+    let mut unknown_ids = Vec::new();
+    let requested: Option<Vec<String>> = request.topics.map(|topics| {
+        let cluster = broker.replication.cluster();
+        topics
+            .into_iter()
+            .filter_map(|t| match t.name {
+                Some(name) => Some(name.0.as_str().to_string()),
+                None => {
+                    let found = cluster.topics.values().find(|m| uuid::Uuid::from_bytes(m.id) == t.topic_id);
+                    if found.is_none() {
+                        unknown_ids.push(t.topic_id);
+                    }
+                    found.map(|m| m.name.clone())
+                }
+            })
+            .collect()
+    });
     // Before v4 a client cannot opt out of auto-creation.
     let allow_create = config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     if let (Some(names), true) = (&requested, allow_create) {
@@ -89,5 +105,8 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, request: Metadata
             topic
         })
         .collect();
+    response.topics.extend(unknown_ids.into_iter().map(|id| {
+        MetadataResponseTopic::default().with_topic_id(id).with_error_code(ResponseError::UnknownTopicId.code())
+    }));
     response
 }

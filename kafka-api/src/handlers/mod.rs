@@ -3,6 +3,8 @@
 
 mod alter_configs;
 pub(crate) mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -81,6 +83,8 @@ const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The advertised (key, min, max) of every API, clipped to what `kafka-protocol` encodes.
@@ -135,6 +139,12 @@ pub(crate) async fn dispatch(
         R::ListGroups(r) => now(S::ListGroups(list_groups::handle(broker, v, r).await)),
         R::DeleteGroups(r) => now(S::DeleteGroups(delete_groups::handle(broker, v, r).await)),
         R::OffsetDelete(r) => now(S::OffsetDelete(offset_delete::handle(broker, v, r).await)),
+        R::ConsumerGroupHeartbeat(r) => {
+            now(S::ConsumerGroupHeartbeat(consumer_group_heartbeat::handle(broker, v, header, peer, r).await))
+        }
+        R::ConsumerGroupDescribe(r) => {
+            now(S::ConsumerGroupDescribe(consumer_group_describe::handle(broker, v, r).await))
+        }
         other => {
             // is_supported() admits only the keys above, so this is unreachable in practice.
             tracing::error!(request = ?std::mem::discriminant(&other), "request without a handler");

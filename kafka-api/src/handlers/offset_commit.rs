@@ -10,7 +10,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, Respon
 
 use super::{now, util, Reply};
 use crate::broker::Broker;
-use crate::coordinator::now_ms;
+use crate::coordinator::{now_ms, Group};
 use crate::errors;
 
 /// Kafka's offset.metadata.max.bytes.
@@ -18,10 +18,14 @@ const MAX_METADATA_BYTES: usize = 4096;
 
 pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: OffsetCommitRequest) -> Reply {
     let instance_id = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let generation = req.generation_id_or_member_epoch;
     let checked = broker
         .coordinator
-        .with_group(&req.group_id, |group, at| {
-            group.check_commit(&req.member_id, instance_id.as_deref(), req.generation_id_or_member_epoch, at)
+        .with_loaded(&req.group_id, |group, at| match group {
+            Group::Classic(g) => g.check_commit(&req.member_id, instance_id.as_deref(), generation, at),
+            // Offsets of an empty group can be committed by anyone (assign() consumers).
+            Group::Consumer(g) if g.members.is_empty() && generation < 0 && req.member_id.is_empty() => Ok(()),
+            Group::Consumer(g) => g.check_commit(&req.member_id, generation, at),
         })
         .await
         .and_then(|r| r)

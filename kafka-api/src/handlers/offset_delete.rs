@@ -14,10 +14,18 @@ use kafka_protocol::protocol::Decodable;
 use super::util;
 use crate::broker::Broker;
 use crate::coordinator::classic::ClassicGroup;
+use crate::coordinator::Group;
 
 /// The topics a group's members consume: `None` if a subscription cannot be read
 /// (then every topic counts as consumed, which errs on keeping offsets).
-fn subscribed_topics(group: &ClassicGroup) -> Option<HashSet<String>> {
+fn subscribed_topics(group: &Group) -> Option<HashSet<String>> {
+    match group {
+        Group::Classic(g) => classic_subscriptions(g),
+        Group::Consumer(g) => Some(g.members.values().flat_map(|m| m.subscribed.iter().cloned()).collect()),
+    }
+}
+
+fn classic_subscriptions(group: &ClassicGroup) -> Option<HashSet<String>> {
     let protocol = group.protocol.clone().unwrap_or_default();
     let mut topics = HashSet::new();
     if group.protocol_type != "consumer" {

@@ -4,7 +4,8 @@ With CHRONIK_BOOTSTRAP=host:port set, the tests use that running broker
 (Chronik or Apache Kafka) and start nothing. Otherwise they start the Chronik
 binary ($CHRONIK_BIN, else $CARGO_TARGET_DIR/debug/chronik, else
 <repo>/target/debug/chronik) in a temporary data dir on free loopback ports;
-with CHRONIK_BROKER_LOG=path set, the broker's log is copied there at the end.
+with CHRONIK_BROKER_LOG=path set, the broker's log is copied there at the end
+(path.own for the last test's own_broker).
 """
 
 import os
@@ -47,41 +48,79 @@ def ready(http_port, kafka_port):
         return False
 
 
+class Broker:
+    """A Chronik process on fixed loopback ports and a data dir, so that it can be
+    stopped and started again on the same data (its log accumulates in log_path)."""
+
+    def __init__(self, data_dir, log_path):
+        self.data_dir, self.log_path = Path(data_dir), Path(log_path)
+        self.kafka, self.http, self.rpc = free_port(), free_port(), free_port()
+        self.addr = f"127.0.0.1:{self.kafka}"
+        self.proc = None
+
+    def start(self):
+        binary = chronik_bin()
+        if not binary.is_file():
+            pytest.fail(f"broker binary not found: {binary} (build it, or set CHRONIK_BIN / CHRONIK_BOOTSTRAP)")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(binary), "start", "--node-id", "1", "--data-dir", str(self.data_dir),
+                 "--kafka-addr", self.addr, "--advertise-kafka-addr", self.addr,
+                 "--http-addr", f"127.0.0.1:{self.http}", "--rpc-addr", f"127.0.0.1:{self.rpc}"],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready(self.http, self.kafka):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"chronik did not become ready (exit={self.proc.poll()}); log:\n"
+                            + self.log_path.read_text(errors="replace")[-4000:])
+            time.sleep(0.2)
+        return self.addr
+
+    def stop(self):
+        """SIGTERM (a clean shutdown), SIGKILL after 10 s."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+def keep_log(log_path, name):
+    if os.environ.get("CHRONIK_BROKER_LOG"):
+        shutil.copyfile(log_path, os.environ["CHRONIK_BROKER_LOG"] + name)
+
+
 @pytest.fixture(scope="session")
 def bootstrap():
     if os.environ.get("CHRONIK_BOOTSTRAP"):
         yield os.environ["CHRONIK_BOOTSTRAP"]
         return
-    binary = chronik_bin()
-    if not binary.is_file():
-        pytest.fail(f"broker binary not found: {binary} (build it, or set CHRONIK_BIN / CHRONIK_BOOTSTRAP)")
-    kafka, http, rpc = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="chronik-pytest-") as tmp:
-        log_path = Path(tmp) / "broker.log"
-        addr = f"127.0.0.1:{kafka}"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [str(binary), "start", "--node-id", "1", "--data-dir", str(Path(tmp) / "data"),
-                 "--kafka-addr", addr, "--advertise-kafka-addr", addr,
-                 "--http-addr", f"127.0.0.1:{http}", "--rpc-addr", f"127.0.0.1:{rpc}"],
-                stdout=log, stderr=subprocess.STDOUT)
+        broker = Broker(Path(tmp) / "data", Path(tmp) / "broker.log")
         try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while not ready(http, kafka):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"chronik did not become ready (exit={proc.poll()}); log:\n"
-                                + log_path.read_text(errors="replace")[-4000:])
-                time.sleep(0.2)
-            yield addr
+            yield broker.start()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if os.environ.get("CHRONIK_BROKER_LOG"):
-                shutil.copyfile(log_path, os.environ["CHRONIK_BROKER_LOG"])
+            broker.stop()
+            keep_log(broker.log_path, "")
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker of the test's own, which the test may stop and start again (not with
+    CHRONIK_BOOTSTRAP: an external broker cannot be restarted from here)."""
+    if os.environ.get("CHRONIK_BOOTSTRAP"):
+        pytest.skip("needs to restart the broker")
+    broker = Broker(tmp_path / "data", tmp_path / "broker.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        keep_log(broker.log_path, ".own")
 
 
 @pytest.fixture

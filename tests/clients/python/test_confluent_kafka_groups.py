@@ -7,9 +7,16 @@ librdkafka runs the group protocol on its own threads, so one test thread can
 poll several members in turn.
 """
 
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 
-from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions,
+import pytest
+from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupType, ConsumerGroupTopicPartitions,
                              KafkaError, KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -111,8 +118,8 @@ def group_offsets(admin, group):
     return {tp.partition: tp.offset for tp in res.topic_partitions if tp.error is None}
 
 
-def list_groups(admin):
-    res = admin.list_consumer_groups(request_timeout=30).result(30)
+def list_groups(admin, **filters):
+    res = admin.list_consumer_groups(request_timeout=30, **filters).result(30)
     assert res.errors == []
     return {g.group_id: g for g in res.valid}
 
@@ -179,7 +186,18 @@ def test_group_eager_consume_commit_describe_and_delete(bootstrap, topic_name):
         listed = list_groups(admin)
         assert group in listed
         assert listed[group].state == ConsumerGroupState.STABLE
+        assert listed[group].type == ConsumerGroupType.CLASSIC
         assert not listed[group].is_simple_consumer_group
+        # Filtered by state (ListGroups v4+) and type (v5+).
+        assert group in list_groups(admin, states={ConsumerGroupState.STABLE})
+        assert group not in list_groups(admin, states={ConsumerGroupState.EMPTY})
+        assert group in list_groups(admin, types={ConsumerGroupType.CLASSIC})
+        assert group not in list_groups(admin, types={ConsumerGroupType.CONSUMER})
+
+        # A group with members cannot be deleted.
+        with pytest.raises(KafkaException) as exc:
+            admin.delete_consumer_groups([group], request_timeout=30)[group].result(30)
+        assert exc.value.args[0].code() == KafkaError.NON_EMPTY_GROUP
     finally:
         for c in members:
             c.close()
@@ -258,6 +276,208 @@ def test_group_cooperative_sticky_member_joins_midway(bootstrap, topic_name):
         assert desc.partition_assignor == "cooperative-sticky"
         assert {m.client_id: {tp.partition for tp in m.assignment.topic_partitions}
                 for m in desc.members} == {"ck-coop-1": kept, "ck-coop-2": moved}
+    finally:
+        for c in members:
+            c.close()
+
+
+CRASHING_MEMBER = r"""
+import sys
+from confluent_kafka import Consumer
+bootstrap, group, topic = sys.argv[1:]
+c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "client.id": "ck-crashing",
+              "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+              "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+c.subscribe([topic], on_assign=lambda _, tps: print("assigned", sorted(tp.partition for tp in tps), flush=True))
+while True:
+    c.poll(0.2)
+"""
+
+
+def test_group_member_killed_session_expires(bootstrap, topic_name, tmp_path):
+    """A member killed without LeaveGroup is expired after session.timeout.ms and its
+    partitions are reassigned to the surviving member."""
+    admin = admin_client(bootstrap)
+    create(admin, topic_name, PARTITIONS)
+    group = f"grp-{topic_name}"
+    script = tmp_path / "member.py"
+    script.write_text(CRASHING_MEMBER)
+    crashing = subprocess.Popen([sys.executable, str(script), bootstrap, group, topic_name],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in crashing.stdout], daemon=True).start()
+    survivor = consumer(bootstrap, group, "ck-survivor")
+    survivor.subscribe([topic_name])
+    seen = set()
+    try:
+        produced = produce(bootstrap, topic_name, 0, 40)
+        # Both members share the partitions (the child prints each assignment it gets).
+        child = None
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            poll_into(survivor, seen, 0.1)
+            while not lines.empty():
+                child = lines.get()
+            mine = {tp.partition for tp in survivor.assignment()}
+            if len(mine) == 2 and child == f"assigned {sorted(set(range(PARTITIONS)) - mine)}\n":
+                break
+        assert len(mine) == 2 and child is not None, f"survivor {mine}, child printed {child!r}"
+
+        crashing.kill()     # no LeaveGroup: only the session timeout can remove it
+        crashing.wait(10)
+        produced |= produce(bootstrap, topic_name, 40, 40)
+        ends = {p: 20 for p in range(PARTITIONS)}
+        done = lambda: ({tp.partition for tp in survivor.assignment()} == set(range(PARTITIONS))
+                        and produced <= seen and caught_up(survivor, topic_name, ends))
+        ok = consume_until([survivor], seen, done)
+        assert ok, f"survivor assignment {survivor.assignment()}, missing {sorted(produced - seen)}"
+        assert commit(survivor) is None
+        assert group_offsets(admin, group) == ends
+        desc = admin.describe_consumer_groups([group], request_timeout=30)[group].result(30)
+        assert [m.client_id for m in desc.members] == ["ck-survivor"]
+    finally:
+        if crashing.poll() is None:
+            crashing.kill()
+            crashing.wait(10)
+        survivor.close()
+
+
+def test_group_offsets_survive_broker_restart(own_broker, topic_name):
+    """Committed offsets and the group itself are durable: after the broker restarts on
+    the same data, a member of the group resumes at the commits."""
+    bootstrap = own_broker.addr
+    admin = admin_client(bootstrap)
+    create(admin, topic_name, PARTITIONS)
+    group = f"grp-{topic_name}"
+    produced = produce(bootstrap, topic_name, 0, 40)
+    ends = {p: 10 for p in range(PARTITIONS)}
+    before, seen = consumer(bootstrap, group, "ck-before"), set()
+    before.subscribe([topic_name])
+    try:
+        done = lambda: (produced <= seen and len(before.assignment()) == PARTITIONS
+                        and caught_up(before, topic_name, ends))
+        assert consume_until([before], seen, done), f"{before.assignment()} {sorted(produced - seen)}"
+        assert commit(before) in (None, "nothing to commit")
+        assert committed(before, topic_name) == ends
+    finally:
+        before.close()
+    assert group_offsets(admin, group) == ends
+    del admin
+
+    own_broker.stop()
+    own_broker.start()
+
+    admin = admin_client(bootstrap)
+    assert group_offsets(admin, group) == ends
+    listed = list_groups(admin)
+    assert group in listed and listed[group].state == ConsumerGroupState.EMPTY
+    more = produce(bootstrap, topic_name, 40, 40)
+    after, seen = consumer(bootstrap, group, "ck-after"), set()
+    after.subscribe([topic_name])
+    new_ends = {p: 20 for p in range(PARTITIONS)}
+    try:
+        done = lambda: (more <= seen and len(after.assignment()) == PARTITIONS
+                        and caught_up(after, topic_name, new_ends))
+        assert consume_until([after], seen, done), f"{after.assignment()} {sorted(more - seen)}"
+        assert sorted(seen) == sorted(more), "re-read records committed before the restart"
+        assert commit(after) is None
+    finally:
+        after.close()
+    assert group_offsets(admin, group) == new_ends
+
+
+def test_group_member_paused_past_session_rejoins(bootstrap, topic_name, tmp_path):
+    """A member frozen (SIGSTOP) past session.timeout.ms is expired and its partitions
+    move; once resumed it learns it is unknown (UNKNOWN_MEMBER_ID / rebalance), rejoins,
+    and the partitions are shared again."""
+    admin = admin_client(bootstrap)
+    create(admin, topic_name, PARTITIONS)
+    group = f"grp-{topic_name}"
+    script = tmp_path / "member.py"
+    script.write_text(CRASHING_MEMBER)
+    paused = subprocess.Popen([sys.executable, str(script), bootstrap, group, topic_name],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in paused.stdout], daemon=True).start()
+    survivor = consumer(bootstrap, group, "ck-survivor")
+    survivor.subscribe([topic_name])
+    seen, child = set(), [None]
+
+    def poll_both():
+        poll_into(survivor, seen, 0.1)
+        while not lines.empty():
+            child[0] = lines.get()
+        return {tp.partition for tp in survivor.assignment()}
+
+    def shared(timeout=DEADLINE_S):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            mine = poll_both()
+            if len(mine) == 2 and child[0] == f"assigned {sorted(set(range(PARTITIONS)) - mine)}\n":
+                return True
+        return False
+
+    try:
+        assert shared(), f"survivor {survivor.assignment()}, child printed {child[0]!r}"
+        os.kill(paused.pid, signal.SIGSTOP)
+        child[0] = None
+        deadline = time.monotonic() + DEADLINE_S
+        while len(poll_both()) != PARTITIONS and time.monotonic() < deadline:
+            pass
+        assert len(poll_both()) == PARTITIONS, "the frozen member's partitions never moved"
+        os.kill(paused.pid, signal.SIGCONT)
+        assert shared(), f"survivor {survivor.assignment()}, child printed {child[0]!r}"
+        desc = admin.describe_consumer_groups([group], request_timeout=30)[group].result(30)
+        assert desc.state == ConsumerGroupState.STABLE
+        assert sorted(m.client_id for m in desc.members) == ["ck-crashing", "ck-survivor"]
+    finally:
+        if paused.poll() is None:
+            os.kill(paused.pid, signal.SIGCONT)
+            paused.kill()
+            paused.wait(10)
+        survivor.close()
+
+
+def test_group_members_survive_broker_restart(own_broker, topic_name):
+    """Two members keep consuming and committing across a broker restart (they find the
+    coordinator again and rejoin or carry on), and end with every record committed."""
+    bootstrap = own_broker.addr
+    admin = admin_client(bootstrap)
+    create(admin, topic_name, PARTITIONS)
+    group = f"grp-{topic_name}"
+    members = [consumer(bootstrap, group, f"ck-restart-{i}") for i in (1, 2)]
+    for c in members:
+        c.subscribe([topic_name])
+    seen = set()
+
+    def settled(produced, ends):
+        split = [{tp.partition for tp in c.assignment()} for c in members]
+        return (produced <= seen and all(split) and not split[0] & split[1]
+                and split[0] | split[1] == set(range(PARTITIONS))
+                and all(caught_up(c, topic_name, ends) for c in members))
+
+    try:
+        produced = produce(bootstrap, topic_name, 0, 40)
+        ends = {p: 10 for p in range(PARTITIONS)}
+        assert consume_until(members, seen, lambda: settled(produced, ends)), \
+            f"{[c.assignment() for c in members]} {sorted(produced - seen)}"
+        assert [commit(c) for c in members] in ([None, None], [None, "nothing to commit"],
+                                                ["nothing to commit", None])
+
+        own_broker.stop()
+        own_broker.start()
+
+        produced |= produce(bootstrap, topic_name, 40, 40)
+        ends = {p: 20 for p in range(PARTITIONS)}
+        assert consume_until(members, seen, lambda: settled(produced, ends)), \
+            f"{[c.assignment() for c in members]} {sorted(produced - seen)}"
+        assert [commit(c) for c in members] in ([None, None], [None, "nothing to commit"],
+                                                ["nothing to commit", None])
+        admin = admin_client(bootstrap)
+        assert group_offsets(admin, group) == ends
+        desc = admin.describe_consumer_groups([group], request_timeout=30)[group].result(30)
+        assert desc.state == ConsumerGroupState.STABLE
+        assert sorted(m.client_id for m in desc.members) == ["ck-restart-1", "ck-restart-2"]
     finally:
         for c in members:
             c.close()

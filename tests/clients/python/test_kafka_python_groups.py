@@ -12,7 +12,7 @@ import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, NoError
 
 PARTITIONS = 4
 # 6000 ms is the broker's group.min.session.timeout.ms; the first rebalance of a
@@ -74,6 +74,24 @@ def group_offsets(bootstrap, group):
     return {tp.partition: om.offset for tp, om in offsets.items()}
 
 
+class admin_client:
+    def __init__(self, bootstrap):
+        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="compat-kp-groups")
+
+    def __enter__(self):
+        return self.admin
+
+    def __exit__(self, *_):
+        self.admin.close()
+
+
+def assigned(member):
+    """Partition numbers in a described member's (decoded) assignment."""
+    a = member["member_assignment"]
+    pairs = a.assigned_partitions if hasattr(a, "assigned_partitions") else a["assigned_partitions"]
+    return {p for t in pairs for p in (t[1] if isinstance(t, (tuple, list)) else t["partitions"])}
+
+
 class Member(threading.Thread):
     """A subscribed consumer that polls, commits after each non-empty poll and, once
     told to stop, commits its positions and closes (LeaveGroup)."""
@@ -122,6 +140,11 @@ class Member(threading.Thread):
 def test_group_two_members_consume_commit_and_resume(bootstrap, topic_name):
     create(bootstrap, topic_name, PARTITIONS)
     group = f"grp-{topic_name}"
+    fresh = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, **GROUP_CONFIG)
+    try:   # nothing committed yet
+        assert [fresh.committed(TopicPartition(topic_name, p)) for p in range(PARTITIONS)] == [None] * 4
+    finally:
+        fresh.close(autocommit=False)
     seen, lock = set(), threading.Lock()
     members = [Member(bootstrap, topic_name, group, f"kp-member-{i}", seen, lock) for i in (1, 2)]
     for m in members:
@@ -150,6 +173,16 @@ def test_group_two_members_consume_commit_and_resume(bootstrap, topic_name):
             state = [(m.name, sorted(m.assignment), m.positions) for m in members]
         assert missing == [], f"records never consumed; members: {state}"
         assert ok, f"group never split the partitions between both members at the end: {state}"
+
+        # Described (DescribeGroups) and listed (ListGroups) while both members run.
+        with admin_client(bootstrap) as admin:
+            desc = admin.describe_groups([group])[group]
+            listed = {g["group_id"]: g for g in admin.list_groups()}
+        assert desc["error"] is None
+        assert desc["group_state"] == "Stable" and desc["protocol_type"] == "consumer"
+        assert {m["client_id"]: assigned(m) for m in desc["members"]} == \
+            {m.name: m.assignment for m in members}
+        assert listed[group]["protocol_type"] == "consumer"
     finally:
         for m in members:
             m.stop.set()
@@ -186,3 +219,78 @@ def test_group_two_members_consume_commit_and_resume(bootstrap, topic_name):
     finally:
         consumer.close(autocommit=False)
     assert group_offsets(bootstrap, group) == new_ends
+
+    # No members left: Empty. Offsets of one partition deleted (OffsetDelete), then the group (DeleteGroups).
+    with admin_client(bootstrap) as admin:
+        desc = admin.describe_groups([group])[group]
+        assert (desc["error"], desc["group_state"], desc["members"]) == (None, "Empty", [])
+        tp0 = TopicPartition(topic_name, 0)
+        assert admin.delete_group_offsets(group, [tp0]) == {tp0: NoError}
+        assert group_offsets(bootstrap, group) == {p: 60 for p in range(1, PARTITIONS)}
+        assert admin.delete_groups([group]) == {group: "OK"}
+        assert group not in {g["group_id"] for g in admin.list_groups()}
+        assert group_offsets(bootstrap, group) == {}
+
+
+def test_group_member_leaves_partitions_move_and_groups_are_independent(bootstrap, topic_name):
+    """Three members share four partitions; one leaves (LeaveGroup) and the two others
+    take over its partitions from its commits. A second group with auto-commit reads
+    the same topic with its own offsets."""
+    create(bootstrap, topic_name, PARTITIONS)
+    group = f"grp-{topic_name}"
+    seen, lock = set(), threading.Lock()
+    members = [Member(bootstrap, topic_name, group, f"kp-three-{i}", seen, lock) for i in (1, 2, 3)]
+    for m in members:
+        m.start()
+
+    def settled(ms, ends, produced):
+        with lock:
+            split = [m.assignment for m in ms]
+            positions = {p: o for m in ms for p, o in m.positions.items()}
+            caught = produced <= seen
+        union = set().union(*split)
+        return (caught and all(split) and sum(len(s) for s in split) == PARTITIONS
+                and union == set(range(PARTITIONS)) and positions == ends)
+
+    try:
+        produced = produce(bootstrap, topic_name, 0, 80)
+        ends = {p: 20 for p in range(PARTITIONS)}
+        ok = wait_until(lambda: settled(members, ends, produced) or any(m.error for m in members))
+        assert [m.error for m in members] == [None] * 3
+        assert ok, [(m.name, m.assignment, m.positions) for m in members]
+        leaving = members.pop()
+        owned = set(leaving.assignment)
+        leaving.stop.set()
+        leaving.join(30)
+        assert (leaving.error, leaving.final_commit) == (None, True)
+
+        produced |= produce(bootstrap, topic_name, 80, 40)
+        ends = {p: 30 for p in range(PARTITIONS)}
+        ok = wait_until(lambda: settled(members, ends, produced) or any(m.error for m in members))
+        assert [m.error for m in members] == [None] * 2
+        assert ok, [(m.name, m.assignment, m.positions) for m in members]
+        assert owned <= members[0].assignment | members[1].assignment
+    finally:
+        for m in members:
+            m.stop.set()
+        for m in members:
+            m.join(30)
+    assert [(m.error, m.final_commit) for m in members] == [(None, True)] * 2
+    assert group_offsets(bootstrap, group) == ends
+
+    # Another group: auto-commit, committed on close; the first group's offsets are untouched.
+    produce(bootstrap, topic_name, 120, 40)
+    other = f"other-{topic_name}"
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=other, client_id="kp-other",
+                             **{**GROUP_CONFIG, "enable_auto_commit": True})
+    consumer.subscribe([topic_name])
+    got, deadline = set(), time.monotonic() + DEADLINE_S
+    try:
+        while len(got) < 160 and time.monotonic() < deadline:
+            for tp, recs in consumer.poll(timeout_ms=500).items():
+                got.update((tp.partition, r.offset) for r in recs)
+    finally:
+        consumer.close()     # commits the consumed positions (auto-commit)
+    assert got == {(p, o) for p in range(PARTITIONS) for o in range(40)}
+    assert group_offsets(bootstrap, other) == {p: 40 for p in range(PARTITIONS)}
+    assert group_offsets(bootstrap, group) == ends

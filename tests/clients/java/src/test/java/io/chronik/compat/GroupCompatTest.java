@@ -15,6 +15,7 @@ import java.util.stream.IntStream;
 import org.apache.kafka.clients.admin.*;
 import org.apache.kafka.clients.consumer.CommitFailedException;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
@@ -24,6 +25,9 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.GroupType;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.GroupIdNotFoundException;
+import org.apache.kafka.common.errors.GroupNotEmptyException;
+import org.apache.kafka.common.errors.GroupSubscribedToTopicException;
 import org.apache.kafka.common.errors.RebalanceInProgressException;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
@@ -75,6 +79,8 @@ class GroupCompatTest {
   static final class Member implements Runnable {
     final String clientId, topic, group;
     final Set<String> seen;
+    final Map<String, Object> extra;
+    final List<String> events = Collections.synchronizedList(new ArrayList<>());
     final AtomicBoolean stop = new AtomicBoolean();
     final AtomicReference<Set<Integer>> assignment = new AtomicReference<>(Set.of());
     final AtomicReference<Map<Integer, Long>> positions = new AtomicReference<>(Map.of());
@@ -84,6 +90,11 @@ class GroupCompatTest {
     final Thread thread;
 
     Member(String clientId, String topic, String group, Set<String> seen) {
+      this(clientId, topic, group, seen, Map.of());
+    }
+
+    Member(String clientId, String topic, String group, Set<String> seen, Map<String, Object> extra) {
+      this.extra = extra;
       this.clientId = clientId;
       this.topic = topic;
       this.group = group;
@@ -94,7 +105,8 @@ class GroupCompatTest {
 
     @Override
     public void run() {
-      Map<String, Object> cc = Map.of(
+      Map<String, Object> cc = new HashMap<>(extra);
+      cc.putAll(Map.of(
           ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap,
           ConsumerConfig.GROUP_ID_CONFIG, group,
           ConsumerConfig.CLIENT_ID_CONFIG, clientId,
@@ -102,9 +114,19 @@ class GroupCompatTest {
           ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 6000,
           ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 1000,
           ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
-          ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+          ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest"));
       try (var consumer = new KafkaConsumer<>(cc, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
-        consumer.subscribe(List.of(topic));
+        consumer.subscribe(List.of(topic), new ConsumerRebalanceListener() {
+          @Override
+          public void onPartitionsRevoked(Collection<TopicPartition> tps) {
+            if (!tps.isEmpty()) events.add("revoke " + partitions(tps));
+          }
+
+          @Override
+          public void onPartitionsAssigned(Collection<TopicPartition> tps) {
+            if (!tps.isEmpty()) events.add("assign " + partitions(tps));
+          }
+        });
         while (!stop.get()) {
           var records = consumer.poll(Duration.ofMillis(200));
           for (ConsumerRecord<byte[], byte[]> r : records) seen.add(r.partition() + "@" + r.offset());
@@ -172,10 +194,7 @@ class GroupCompatTest {
     return out;
   }
 
-  @Test
-  void subscribeConsumeCommitDescribeAndDeleteGroup() throws Exception {
-    String topic = "java-group-" + UUID.randomUUID().toString().substring(0, 8);
-    String group = "java-grp-" + topic;
+  static void createTopic(String topic) throws Exception {
     admin.createTopics(List.of(new NewTopic(topic, PARTITIONS, (short) 1))).all().get(30, TimeUnit.SECONDS);
     assertTrue(waitUntil(() -> {
       try {
@@ -184,6 +203,142 @@ class GroupCompatTest {
         return false;
       }
     }));
+  }
+
+  static Map<Integer, Long> uniform(long offset) {
+    Map<Integer, Long> m = new TreeMap<>();
+    for (int p = 0; p < PARTITIONS; p++) m.put(p, offset);
+    return m;
+  }
+
+  static Map<Integer, Long> positionsOf(List<Member> members) {
+    Map<Integer, Long> pos = new TreeMap<>();
+    for (var m : members) pos.putAll(m.positions.get());
+    return pos;
+  }
+
+  @Test
+  void cooperativeStickySecondMemberJoinsMidway() throws Exception {
+    String topic = "java-coop-" + UUID.randomUUID().toString().substring(0, 8);
+    String group = "java-grp-" + topic;
+    createTopic(topic);
+    Set<String> seen = ConcurrentHashMap.newKeySet();
+    Map<String, Object> coop = Map.of(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG,
+        "org.apache.kafka.clients.consumer.CooperativeStickyAssignor");
+    Member first = new Member("java-coop-1", topic, group, seen, coop);
+    Member second = new Member("java-coop-2", topic, group, seen, coop);
+    List<Member> members = List.of(first, second);
+    first.thread.start();
+    try {
+      Set<String> produced = new TreeSet<>(produce(topic, 0, PARTITIONS * 20));
+      boolean alone = waitUntil(() -> first.error.get() != null || (seen.containsAll(produced)
+          && first.assignment.get().size() == PARTITIONS && positionsOf(List.of(first)).equals(uniform(20))));
+      assertNull(first.error.get());
+      assertTrue(alone, "first member: " + first.assignment.get() + " " + first.positions.get() + " " + first.events);
+      assertEquals(List.of("assign [0, 1, 2, 3]"), List.copyOf(first.events));
+
+      second.thread.start();
+      produced.addAll(produce(topic, PARTITIONS * 20, PARTITIONS * 20));
+      assertEquals(PARTITIONS * 40, produced.size());
+      boolean split = waitUntil(() -> members.stream().anyMatch(m -> m.error.get() != null)
+          || (seen.containsAll(produced) && first.assignment.get().size() == 2
+              && second.assignment.get().size() == 2 && positionsOf(members).equals(uniform(40))));
+      for (var m : members) assertNull(m.error.get(), m.clientId + " failed");
+      assertTrue(split, members.stream().map(m -> m.clientId + "=" + m.assignment.get() + " "
+          + m.positions.get() + " " + m.events).toList().toString());
+      Set<Integer> moved = second.assignment.get();
+      // Cooperative: the first member gave up only the partitions that moved.
+      assertEquals(List.of("assign [0, 1, 2, 3]", "revoke " + moved), List.copyOf(first.events));
+      assertEquals(List.of("assign " + moved), List.copyOf(second.events));
+
+      ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).all()
+          .get(30, TimeUnit.SECONDS).get(group);
+      assertEquals(GroupState.STABLE, d.groupState());
+      assertEquals("cooperative-sticky", d.partitionAssignor());
+      Map<String, Set<Integer>> described = new TreeMap<>();
+      for (MemberDescription md : d.members()) described.put(md.clientId(), partitions(md.assignment().topicPartitions()));
+      assertEquals(Map.of("java-coop-1", first.assignment.get(), "java-coop-2", moved), described);
+    } finally {
+      members.forEach(m -> m.stop.set(true));
+      for (var m : members) m.thread.join(30_000);
+    }
+    for (var m : members) {
+      assertNull(m.error.get(), m.clientId + " failed");
+      assertTrue(m.finalCommit, m.clientId + " did not commit and close");
+    }
+    assertEquals(uniform(40), committedOffsets(group));
+  }
+
+  /** Static members (KIP-345): one restarts with its group.instance.id and gets its partitions back
+   * without a rebalance (the other member sees no revoke/assign). The 30 s session timeout
+   * only has to outlast the restart. */
+  @Test
+  void staticMemberRestartsWithoutRebalance() throws Exception {
+    String topic = "java-static-" + UUID.randomUUID().toString().substring(0, 8);
+    String group = "java-grp-" + topic;
+    createTopic(topic);
+    Set<String> seen = ConcurrentHashMap.newKeySet();
+    Map<String, Object> stat1 = Map.of(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "static-1",
+        ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 30000);
+    Map<String, Object> stat2 = Map.of(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "static-2",
+        ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 30000);
+    Member one = new Member("java-static-1", topic, group, seen, stat1);
+    Member two = new Member("java-static-2", topic, group, seen, stat2);
+    Member again = new Member("java-static-2", topic, group, seen, stat2);
+    List<Member> all = List.of(one, two, again);
+    one.thread.start();
+    two.thread.start();
+    try {
+      Set<String> produced = new TreeSet<>(produce(topic, 0, PARTITIONS * 20));
+      BooleanSupplier split = () -> seen.containsAll(produced) && one.assignment.get().size() == 2
+          && two.assignment.get().size() == 2 && positionsOf(List.of(one, two)).equals(uniform(20));
+      boolean ok = waitUntil(() -> split.getAsBoolean() || all.stream().anyMatch(m -> m.error.get() != null));
+      for (var m : all) assertNull(m.error.get(), m.clientId + " failed");
+      assertTrue(ok, List.of(one, two).stream().map(m -> m.clientId + "=" + m.assignment.get() + " "
+          + m.positions.get() + " " + m.events).toList().toString());
+      List<String> oneEvents = List.copyOf(one.events);
+      Set<Integer> twoOwned = two.assignment.get();
+
+      // Closing a static member does not leave the group: it is still described.
+      two.stop.set(true);
+      two.thread.join(30_000);
+      assertNull(two.error.get());
+      assertTrue(two.finalCommit);
+      ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).all()
+          .get(30, TimeUnit.SECONDS).get(group);
+      Map<String, Set<Integer>> described = new TreeMap<>();
+      for (MemberDescription md : d.members()) {
+        described.put(md.groupInstanceId().orElse("-"), partitions(md.assignment().topicPartitions()));
+      }
+      assertEquals(Map.of("static-1", one.assignment.get(), "static-2", twoOwned), described);
+
+      // Restarted with the same instance id: same partitions, resumes at the commits, no rebalance.
+      again.thread.start();
+      produced.addAll(produce(topic, PARTITIONS * 20, PARTITIONS * 20));
+      ok = waitUntil(() -> all.stream().anyMatch(m -> m.error.get() != null) || (seen.containsAll(produced)
+          && positionsOf(List.of(one, again)).equals(uniform(40))));
+      for (var m : all) assertNull(m.error.get(), m.clientId + " failed");
+      assertTrue(ok, List.of(one, again).stream().map(m -> m.clientId + "=" + m.assignment.get() + " "
+          + m.positions.get() + " " + m.events).toList().toString());
+      assertEquals(twoOwned, again.assignment.get());
+      assertEquals(List.of("assign " + twoOwned), List.copyOf(again.events));
+      assertEquals(oneEvents, List.copyOf(one.events), "the other member was rebalanced");
+      d = admin.describeConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS).get(group);
+      assertEquals(GroupState.STABLE, d.groupState());
+      assertEquals(2, d.members().size());
+    } finally {
+      all.forEach(m -> m.stop.set(true));
+      for (var m : all) if (m.thread.isAlive()) m.thread.join(30_000);
+    }
+    assertNull(again.error.get());
+    assertEquals(uniform(40), committedOffsets(group));
+  }
+
+  @Test
+  void subscribeConsumeCommitDescribeAndDeleteGroup() throws Exception {
+    String topic = "java-group-" + UUID.randomUUID().toString().substring(0, 8);
+    String group = "java-grp-" + topic;
+    createTopic(topic);
 
     Set<String> seen = ConcurrentHashMap.newKeySet();
     List<Member> members = List.of(new Member("java-member-1", topic, group, seen),
@@ -236,6 +391,15 @@ class GroupCompatTest {
       assertTrue(listed.isPresent(), "listConsumerGroups misses " + group);
       assertEquals(Optional.of(GroupState.STABLE), listed.get().groupState());
       assertFalse(listed.get().isSimpleConsumerGroup());
+
+      // A group with members cannot be deleted, nor the offsets of a topic it subscribes to.
+      var e = assertThrows(java.util.concurrent.ExecutionException.class,
+          () -> admin.deleteConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS));
+      assertInstanceOf(GroupNotEmptyException.class, e.getCause());
+      e = assertThrows(java.util.concurrent.ExecutionException.class,
+          () -> admin.deleteConsumerGroupOffsets(group, Set.of(new TopicPartition(topic, 0))).all()
+              .get(30, TimeUnit.SECONDS));
+      assertInstanceOf(GroupSubscribedToTopicException.class, e.getCause());
     } finally {
       members.forEach(m -> m.stop.set(true));
       for (var m : members) m.thread.join(30_000);
@@ -257,8 +421,27 @@ class GroupCompatTest {
     assertEquals(List.of(), List.copyOf(d.members()));
     assertEquals(Optional.of(GroupState.EMPTY), listing(group).map(g -> g.groupState().orElse(null)));
 
+    // Offsets of an empty group: altered (OffsetCommit with no generation), then one deleted (OffsetDelete).
+    var tp0 = new TopicPartition(topic, 0);
+    admin.alterConsumerGroupOffsets(group, Map.of(tp0, new OffsetAndMetadata(10, "rewound")))
+        .all().get(30, TimeUnit.SECONDS);
+    var rewound = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS);
+    assertEquals(new OffsetAndMetadata(10, Optional.empty(), "rewound").offset(), rewound.get(tp0).offset());
+    assertEquals("rewound", rewound.get(tp0).metadata());
+    admin.deleteConsumerGroupOffsets(group, Set.of(tp0)).all().get(30, TimeUnit.SECONDS);
+    var afterDelete = new TreeMap<>(ends);
+    afterDelete.remove(0);
+    assertEquals(afterDelete, committedOffsets(group));
+
     admin.deleteConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS);
     assertFalse(groupIds().contains(group), "deleted group still listed");
     assertEquals(Map.of(), committedOffsets(group));
+    // A deleted group is unknown to describe and to delete.
+    var e = assertThrows(java.util.concurrent.ExecutionException.class,
+        () -> admin.describeConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS));
+    assertInstanceOf(GroupIdNotFoundException.class, e.getCause());
+    e = assertThrows(java.util.concurrent.ExecutionException.class,
+        () -> admin.deleteConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS));
+    assertInstanceOf(GroupIdNotFoundException.class, e.getCause());
   }
 }
