@@ -85,6 +85,9 @@ class GroupCompatTest {
     final AtomicReference<Set<Integer>> assignment = new AtomicReference<>(Set.of());
     final AtomicReference<Map<Integer, Long>> positions = new AtomicReference<>(Map.of());
     final AtomicReference<Throwable> error = new AtomicReference<>();
+    final AtomicReference<String> memberId = new AtomicReference<>("");
+    /** Set to make the member stall once (slow processing) before its next poll. */
+    volatile long stallMs;
     volatile Set<Integer> finalAssignment;
     volatile boolean finalCommit;
     final Thread thread;
@@ -141,6 +144,12 @@ class GroupCompatTest {
           for (var tp : consumer.assignment()) pos.put(tp.partition(), consumer.position(tp));
           positions.set(pos);
           assignment.set(partitions(consumer.assignment()));
+          memberId.set(consumer.groupMetadata().memberId());
+          if (stallMs > 0) {
+            long ms = stallMs;
+            stallMs = 0;
+            Thread.sleep(ms);
+          }
         }
         finalAssignment = partitions(consumer.assignment());
         consumer.commitSync();
@@ -332,6 +341,80 @@ class GroupCompatTest {
     }
     assertNull(again.error.get());
     assertEquals(uniform(40), committedOffsets(group));
+  }
+
+  /** A rebalance waits for a member that is busy between polls (up to its
+   * max.poll.interval.ms), longer than the session timeout, as its heartbeats go on:
+   * it keeps its member id. A new consumer of the group later resumes at the commits,
+   * whose leader epochs and metadata the broker returns as committed. */
+  @Test
+  void rebalanceWaitsForSlowMemberThenNewConsumerResumes() throws Exception {
+    String topic = "java-slow-" + UUID.randomUUID().toString().substring(0, 8);
+    String group = "java-grp-" + topic;
+    createTopic(topic);
+    Set<String> seen = ConcurrentHashMap.newKeySet();
+    Member slow = new Member("java-slow-1", topic, group, seen);
+    Member joiner = new Member("java-slow-2", topic, group, seen);
+    List<Member> members = List.of(slow, joiner);
+    slow.thread.start();
+    Set<String> produced;
+    try {
+      produced = new TreeSet<>(produce(topic, 0, PARTITIONS * 10));
+      boolean alone = waitUntil(() -> slow.error.get() != null || (seen.containsAll(produced)
+          && positionsOf(List.of(slow)).equals(uniform(10))));
+      assertNull(slow.error.get());
+      assertTrue(alone, slow.assignment.get() + " " + slow.positions.get());
+      String id = slow.memberId.get();
+      assertFalse(id.isEmpty());
+
+      slow.stallMs = 9000;   // > session.timeout.ms (6 s): only heartbeats keep it in the group
+      Thread.sleep(500);
+      joiner.thread.start();
+      produced.addAll(produce(topic, PARTITIONS * 10, PARTITIONS * 10));
+      boolean split = waitUntil(() -> members.stream().anyMatch(m -> m.error.get() != null)
+          || (seen.containsAll(produced) && slow.assignment.get().size() == 2
+              && joiner.assignment.get().size() == 2 && positionsOf(members).equals(uniform(20))));
+      for (var m : members) assertNull(m.error.get(), m.clientId + " failed");
+      assertTrue(split, members.stream().map(m -> m.clientId + "=" + m.assignment.get() + " "
+          + m.positions.get() + " " + m.events).toList().toString());
+      assertEquals(id, slow.memberId.get(), "the slow member was dropped and rejoined as a new member");
+    } finally {
+      members.forEach(m -> m.stop.set(true));
+      for (var m : members) if (m.thread.isAlive()) m.thread.join(30_000);
+    }
+    for (var m : members) assertTrue(m.finalCommit, m.clientId + " did not commit and close");
+    var offsets = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS);
+    assertEquals(uniform(20), committedOffsets(group));
+    for (var om : offsets.values()) assertTrue(om.leaderEpoch().isPresent(), "no leader epoch: " + offsets);
+
+    // A new consumer of the group resumes at the commits; commits with metadata read back.
+    Set<String> more = produce(topic, PARTITIONS * 20, PARTITIONS * 5);
+    Map<String, Object> cc = Map.of(
+        ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap,
+        ConsumerConfig.GROUP_ID_CONFIG, group,
+        ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic",
+        ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 6000,
+        ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
+        ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+    Set<String> got = new TreeSet<>();
+    try (var consumer = new KafkaConsumer<>(cc, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+      consumer.subscribe(List.of(topic));
+      long deadline = System.nanoTime() + DEADLINE.toNanos();
+      while (got.size() < more.size() && System.nanoTime() < deadline) {
+        for (var r : consumer.poll(Duration.ofMillis(200))) got.add(r.partition() + "@" + r.offset());
+      }
+      assertEquals(more, got, "did not resume exactly at the committed offsets");
+      Map<TopicPartition, OffsetAndMetadata> commit = new HashMap<>();
+      for (var tp : consumer.assignment()) commit.put(tp, new OffsetAndMetadata(consumer.position(tp), "done-" + tp.partition()));
+      assertEquals(PARTITIONS, commit.size());
+      consumer.commitSync(commit);
+      var back = consumer.committed(commit.keySet());
+      for (var tp : commit.keySet()) {
+        assertEquals(25, back.get(tp).offset());
+        assertEquals("done-" + tp.partition(), back.get(tp).metadata());
+      }
+    }
+    assertEquals(uniform(25), committedOffsets(group));
   }
 
   @Test
