@@ -42,9 +42,12 @@ pub struct RebalanceArgs {
     /// Members after the join (the last one joins during the measurement).
     #[arg(long, default_value_t = 3)]
     members: usize,
-    /// partition.assignment.strategy, e.g. range or cooperative-sticky.
+    /// partition.assignment.strategy, e.g. range or cooperative-sticky (classic only).
     #[arg(long, default_value = "range")]
     strategy: String,
+    /// group.protocol: classic, or consumer (KIP-848: the broker assigns).
+    #[arg(long, default_value = "classic")]
+    protocol: String,
 }
 
 pub fn commits(args: CommitArgs) -> anyhow::Result<()> {
@@ -141,14 +144,20 @@ pub fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
         (0..args.members).map(|_| Arc::new(Mutex::new(Instant::now()))).collect();
     let group = format!("chronik-bench-rebalance-{}", std::process::id());
     let start_member = |index: usize| -> anyhow::Result<std::thread::JoinHandle<()>> {
-        let consumer: BaseConsumer<RebalanceClock> = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &args.common.bootstrap)
             .set("group.id", &group)
-            .set("partition.assignment.strategy", &args.strategy)
-            .set("auto.offset.reset", "latest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .create_with_context(RebalanceClock(rebalanced[index].clone()))?;
+            .set("group.protocol", &args.protocol)
+            .set("auto.offset.reset", "latest");
+        if args.protocol == "classic" {
+            config
+                .set("partition.assignment.strategy", &args.strategy)
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "1000");
+        }
+        let consumer: BaseConsumer<RebalanceClock> =
+            config.create_with_context(RebalanceClock(rebalanced[index].clone()))?;
         consumer.subscribe(&[&args.common.topic])?;
         let (stop, observed) = (stop.clone(), observed.clone());
         Ok(std::thread::spawn(move || {

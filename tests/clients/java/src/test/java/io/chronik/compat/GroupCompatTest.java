@@ -417,6 +417,51 @@ class GroupCompatTest {
     assertEquals(uniform(25), committedOffsets(group));
   }
 
+  /** Groups with offsets only (no members), many at once: the admin client batches
+   * FindCoordinator (v4+), OffsetFetch (v8+), DescribeGroups and DeleteGroups per coordinator. */
+  @Test
+  void manyGroupsInBatchedAdminCalls() throws Exception {
+    String topic = "java-many-" + UUID.randomUUID().toString().substring(0, 8);
+    createTopic(topic);
+    produce(topic, 0, PARTITIONS * 10);
+    List<String> groups = IntStream.range(0, 12).mapToObj(i -> "java-many-" + i + "-" + topic).toList();
+    for (int i = 0; i < groups.size(); i++) {
+      Map<TopicPartition, OffsetAndMetadata> offsets = new HashMap<>();
+      for (int p = 0; p < PARTITIONS; p++) offsets.put(new TopicPartition(topic, p), new OffsetAndMetadata(i % 10 + p % 2));
+      admin.alterConsumerGroupOffsets(groups.get(i), offsets).all().get(30, TimeUnit.SECONDS);
+    }
+    assertTrue(groupIds().containsAll(groups), "listConsumerGroups misses some of " + groups);
+
+    Map<String, ListConsumerGroupOffsetsSpec> specs = new HashMap<>();
+    for (String g : groups) specs.put(g, new ListConsumerGroupOffsetsSpec());
+    var all = admin.listConsumerGroupOffsets(specs).all().get(30, TimeUnit.SECONDS);
+    for (int i = 0; i < groups.size(); i++) {
+      Map<Integer, Long> want = new TreeMap<>(), got = new TreeMap<>();
+      for (int p = 0; p < PARTITIONS; p++) want.put(p, (long) (i % 10 + p % 2));
+      all.get(groups.get(i)).forEach((tp, om) -> got.put(tp.partition(), om.offset()));
+      assertEquals(want, got, groups.get(i));
+    }
+    // Only some partitions of one group.
+    var tp1 = new TopicPartition(topic, 1);
+    var one = admin.listConsumerGroupOffsets(Map.of(groups.get(3),
+        new ListConsumerGroupOffsetsSpec().topicPartitions(List.of(tp1)))).partitionsToOffsetAndMetadata(groups.get(3))
+        .get(30, TimeUnit.SECONDS);
+    assertEquals(Set.of(tp1), one.keySet());
+    assertEquals(4L, one.get(tp1).offset());
+
+    var described = admin.describeConsumerGroups(groups).all().get(30, TimeUnit.SECONDS);
+    assertEquals(new TreeSet<>(groups), new TreeSet<>(described.keySet()));
+    for (var d : described.values()) {
+      assertEquals(GroupState.EMPTY, d.groupState(), d.groupId());
+      assertTrue(d.members().isEmpty());
+    }
+
+    admin.deleteConsumerGroups(groups).all().get(30, TimeUnit.SECONDS);
+    Set<String> left = new TreeSet<>(groupIds());
+    left.retainAll(groups);
+    assertEquals(Set.of(), left);
+  }
+
   @Test
   void subscribeConsumeCommitDescribeAndDeleteGroup() throws Exception {
     String topic = "java-group-" + UUID.randomUUID().toString().substring(0, 8);
