@@ -192,15 +192,15 @@ pub fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
         .context("the group did not consume every partition again within 120 s")?
         .duration_since(joined_at)
         .as_secs_f64();
+    let how = if args.protocol == "classic" { args.strategy.as_str() } else { "KIP-848" };
     if args.common.json {
-        println!(
-            "{}",
-            serde_json::json!({"mode": "rebalance", "strategy": args.strategy, "members": args.members, "partitions": partitions, "seconds": seconds})
-        );
+        let line = serde_json::json!({"mode": "rebalance", "protocol": args.protocol, "strategy": how,
+            "members": args.members, "partitions": partitions, "seconds": seconds});
+        println!("{line}");
     } else {
         println!(
-            "rebalance ({}, {} members, {partitions} partitions): all members consuming {seconds:.2} s after a member joined",
-            args.strategy, args.members
+            "rebalance ({how}, {} members, {partitions} partitions): all members consuming {seconds:.2} s after a member joined",
+            args.members
         );
     }
     Ok(())
