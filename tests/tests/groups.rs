@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use chronik_tests::raw::RawClient;
 use chronik_tests::{create_topic, producer, Node};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::{FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, SyncGroupRequest};
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, SyncGroupRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
@@ -326,4 +328,56 @@ fn coordinator_error_codes() {
     assert_eq!((rejoined.error_code, rejoined.generation_id), (0, 2));
     let second_joined: kafka_protocol::messages::JoinGroupResponse = other.read_response(5);
     assert_eq!((second_joined.error_code, second_joined.generation_id), (0, 2));
+}
+
+/// The group's state and member count, from DescribeGroups on a raw connection.
+fn describe_group(bootstrap: &str, group: &str) -> (String, usize) {
+    let mut client = RawClient::connect(bootstrap);
+    let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+    let response = client.request(5, &request);
+    let described = &response.groups[0];
+    assert_eq!(described.error_code, 0);
+    (described.group_state.to_string(), described.members.len())
+}
+
+fn wait_for_group(bootstrap: &str, group: &str, state: &str, members: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut last = (String::new(), 0);
+    while Instant::now() < deadline {
+        last = describe_group(bootstrap, group);
+        if last.0 == state && last.1 == members {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("group {group} never reached {state} with {members} members; last {last:?}");
+}
+
+/// A member process killed with SIGKILL sends no LeaveGroup: the coordinator expels it
+/// after its session timeout and its partitions move to the surviving member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_is_expelled_after_its_session_timeout() {
+    let node = Node::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    let (topic, group) = ("expel-topic", "expel-group");
+    create_topic(&node, topic, PARTITIONS, &[]).await;
+    let seen: Seen = Arc::default();
+    let survivor = Member::start(&node, group, topic, &CLASSIC, seen.clone());
+    let mut doomed = std::process::Command::new(env!("CARGO_BIN_EXE_group_member"))
+        .args([node.bootstrap().as_str(), group, topic])
+        .spawn()
+        .expect("member process");
+    let bootstrap = node.bootstrap();
+    tokio::task::spawn_blocking(move || wait_for_group(&bootstrap, group, "Stable", 2, Duration::from_secs(60)))
+        .await
+        .expect("two members");
+
+    doomed.kill().expect("SIGKILL");
+    doomed.wait().expect("reaped");
+    let acked = produce(&node, topic, 600, 600).await;
+    let waiting = (seen.clone(), acked.clone());
+    tokio::task::spawn_blocking(move || wait_until_seen(&waiting.0, &waiting.1, Duration::from_secs(60)))
+        .await
+        .expect("the survivor consumes every partition");
+    assert_eq!(describe_group(&node.bootstrap(), group).1, 1, "the killed member was expelled");
+    tokio::task::spawn_blocking(move || survivor.leave()).await.expect("left");
 }
