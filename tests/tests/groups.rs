@@ -381,3 +381,169 @@ async fn a_killed_member_is_expelled_after_its_session_timeout() {
     assert_eq!(describe_group(&node.bootstrap(), group).1, 1, "the killed member was expelled");
     tokio::task::spawn_blocking(move || survivor.leave()).await.expect("left");
 }
+
+/// Every advertised version of every group API, through one full member life cycle
+/// per step: versions of different APIs advance together (each clamped to its range).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_advertised_group_api_version_works() {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest as Ch;
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::*;
+
+    let node = Node::start(&["--group-initial-rebalance-delay-ms", "0", "--offsets-topic-num-partitions", "3"]);
+    create_topic(&node, "sweep-topic", 1, &[]).await;
+    let bootstrap = node.bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let mut c = RawClient::connect(&bootstrap);
+        let s = |v: &str| StrBytes::from_string(v.to_string());
+        for i in 0..=9i16 {
+            let v = |min: i16, max: i16| i.clamp(min, max);
+            let name = format!("sweep-{i}");
+            let group = GroupId(s(&name));
+
+            let find = |key: &StrBytes, version: i16| match version {
+                0..=3 => FindCoordinatorRequest::default().with_key(key.clone()),
+                _ => FindCoordinatorRequest::default().with_coordinator_keys(vec![key.clone()]),
+            };
+            let found = c.request(v(0, 6), &find(&s(&name), v(0, 6)));
+            let error = if v(0, 6) >= 4 { found.coordinators[0].error_code } else { found.error_code };
+            assert_eq!(error, 0, "FindCoordinator v{}", v(0, 6));
+
+            let join = |member: &str| {
+                JoinGroupRequest::default()
+                    .with_group_id(group.clone())
+                    .with_session_timeout_ms(10_000)
+                    .with_rebalance_timeout_ms(if v(0, 9) >= 1 { 10_000 } else { -1 })
+                    .with_member_id(s(member))
+                    .with_protocol_type(s("consumer"))
+                    .with_protocols(vec![JoinGroupRequestProtocol::default()
+                        .with_name(s("range"))
+                        .with_metadata(bytes::Bytes::from_static(b"m"))])
+            };
+            let mut joined = c.request(v(0, 9), &join(""));
+            if v(0, 9) >= 4 {
+                assert_eq!(joined.error_code, kafka_protocol::error::ResponseError::MemberIdRequired.code());
+                let id = joined.member_id.to_string();
+                joined = c.request(v(0, 9), &join(&id));
+            }
+            assert_eq!((joined.error_code, joined.generation_id), (0, 1), "JoinGroup v{}", v(0, 9));
+            let member = joined.member_id.to_string();
+
+            let sync = SyncGroupRequest::default()
+                .with_group_id(group.clone())
+                .with_generation_id(1)
+                .with_member_id(s(&member))
+                .with_protocol_type((v(0, 5) >= 5).then(|| s("consumer")))
+                .with_protocol_name((v(0, 5) >= 5).then(|| s("range")))
+                .with_assignments(vec![SyncGroupRequestAssignment::default()
+                    .with_member_id(s(&member))
+                    .with_assignment(bytes::Bytes::from_static(b"assigned"))]);
+            let synced = c.request(v(0, 5), &sync);
+            assert_eq!((synced.error_code, &synced.assignment[..]), (0, &b"assigned"[..]), "SyncGroup v{}", v(0, 5));
+
+            let beat = HeartbeatRequest::default()
+                .with_group_id(group.clone())
+                .with_generation_id(1)
+                .with_member_id(s(&member));
+            assert_eq!(c.request(v(0, 4), &beat).error_code, 0, "Heartbeat v{}", v(0, 4));
+
+            let commit = OffsetCommitRequest::default()
+                .with_group_id(group.clone())
+                .with_generation_id_or_member_epoch(1)
+                .with_member_id(s(&member))
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("sweep-topic")))
+                    .with_partitions(vec![OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(10 + i as i64)])]);
+            let committed = c.request(v(2, 9), &commit);
+            assert_eq!(committed.topics[0].partitions[0].error_code, 0, "OffsetCommit v{}", v(2, 9));
+
+            let fetched = if v(1, 9) >= 8 {
+                let request = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                    .with_group_id(group.clone())
+                    .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                        .with_name(TopicName(s("sweep-topic")))
+                        .with_partition_indexes(vec![0])]))]);
+                c.request(v(1, 9), &request).groups[0].topics[0].partitions[0].committed_offset
+            } else {
+                let request = OffsetFetchRequest::default().with_group_id(group.clone()).with_topics(Some(vec![
+                    OffsetFetchRequestTopic::default()
+                        .with_name(TopicName(s("sweep-topic")))
+                        .with_partition_indexes(vec![0]),
+                ]));
+                c.request(v(1, 9), &request).topics[0].partitions[0].committed_offset
+            };
+            assert_eq!(fetched, 10 + i as i64, "OffsetFetch v{}", v(1, 9));
+
+            let described = c.request(v(0, 6), &DescribeGroupsRequest::default().with_groups(vec![group.clone()]));
+            assert_eq!(described.groups[0].group_state.as_str(), "Stable", "DescribeGroups v{}", v(0, 6));
+            assert_eq!(described.groups[0].members.len(), 1);
+
+            let listed = c.request(v(0, 5), &ListGroupsRequest::default());
+            assert!(listed.groups.iter().any(|g| g.group_id == group), "ListGroups v{}", v(0, 5));
+
+            let leave = match v(0, 5) {
+                0..=2 => LeaveGroupRequest::default().with_group_id(group.clone()).with_member_id(s(&member)),
+                _ => LeaveGroupRequest::default()
+                    .with_group_id(group.clone())
+                    .with_members(vec![MemberIdentity::default().with_member_id(s(&member))]),
+            };
+            let left = c.request(v(0, 5), &leave);
+            let error = if v(0, 5) >= 3 { left.members[0].error_code } else { left.error_code };
+            assert_eq!((left.error_code, error), (0, 0), "LeaveGroup v{}", v(0, 5));
+
+            let delete_offsets = OffsetDeleteRequest::default().with_group_id(group.clone()).with_topics(vec![
+                OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(s("sweep-topic")))
+                    .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(0)]),
+            ]);
+            let deleted = c.request(0, &delete_offsets);
+            assert_eq!((deleted.error_code, deleted.topics[0].partitions[0].error_code), (0, 0), "OffsetDelete v0");
+
+            let delete = DeleteGroupsRequest::default().with_groups_names(vec![group.clone()]);
+            assert_eq!(c.request(v(0, 2), &delete).results[0].error_code, 0, "DeleteGroups v{}", v(0, 2));
+
+            // KIP-848: join, describe, leave.
+            let kip = GroupId(s(&format!("sweep848-{i}")));
+            c.request(v(0, 6), &find(&kip.0, v(0, 6)));
+            let member_id = format!("member-{i}");
+            let join = Ch::default()
+                .with_group_id(kip.clone())
+                .with_member_id(s(&member_id))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(10_000)
+                .with_subscribed_topic_names(Some(vec![TopicName(s("sweep-topic"))]))
+                .with_topic_partitions(Some(vec![]));
+            let hb = c.request(v(0, 1), &join);
+            assert_eq!(hb.error_code, 0, "ConsumerGroupHeartbeat v{}", v(0, 1));
+            assert!(hb.member_epoch > 0);
+            let assigned: Vec<i32> = hb
+                .assignment
+                .expect("an assignment")
+                .topic_partitions
+                .iter()
+                .flat_map(|t| t.partitions.clone())
+                .collect();
+            assert_eq!(assigned, [0]);
+            let described =
+                c.request(v(0, 1), &ConsumerGroupDescribeRequest::default().with_group_ids(vec![kip.clone()]));
+            assert_eq!(
+                (described.groups[0].error_code, described.groups[0].members.len()),
+                (0, 1),
+                "ConsumerGroupDescribe v{}",
+                v(0, 1)
+            );
+            let leave = Ch::default().with_group_id(kip.clone()).with_member_id(s(&member_id)).with_member_epoch(-1);
+            assert_eq!(c.request(v(0, 1), &leave).member_epoch, -1);
+        }
+    })
+    .await
+    .expect("sweep");
+}
