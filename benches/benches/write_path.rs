@@ -1,5 +1,5 @@
 //! The durable write path below Kafka: engine append/read of batches, and a full Raft
-//! round (propose -> raft-engine fsync -> apply into RocksDB) for 1 and many groups.
+//! round (propose -> raft-engine fsync -> apply into RocksDB) for 1, 100 and 1,000 groups.
 
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ fn raft_round(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let mut group = c.benchmark_group("raft round");
     group.sample_size(20);
-    for partitions in [1usize, 100] {
+    for partitions in [1usize, 100, 1000] {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = Arc::new(Engine::open(&dir.path().join("db")).expect("open"));
         let replication =
