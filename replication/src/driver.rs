@@ -492,7 +492,11 @@ fn apply_partition(
             Some(Applied::Trim(m.trim(engine, log_start_offset, wb)?))
         }
         Some(PartitionCommand::Group(cmd)) => {
-            groups::apply(m.uid, cmd, wb);
+            if matches!(cmd, groups::GroupCommand::ExpireOffsets { .. }) {
+                // Expiry reads the rows: write what this round applied so far first.
+                wb.write_now()?;
+            }
+            groups::apply(engine, m.uid, cmd, wb)?;
             Some(Applied::Group)
         }
         None => {

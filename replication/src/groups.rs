@@ -34,6 +34,13 @@ pub enum GroupCommand {
     DeleteGroup {
         group: String,
     },
+    /// Deletes the offsets committed (or left by the group becoming empty) at or before
+    /// `cutoff_ms`, and the group if nothing is left. Decided at apply, so a commit that
+    /// lands after the coordinator looked is kept.
+    ExpireOffsets {
+        group: String,
+        cutoff_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,11 +63,21 @@ pub struct GroupRecord {
     /// "consumer" for KIP-848 groups; empty (classic) otherwise.
     #[serde(default)]
     pub group_type: String,
+    /// When the group last became empty (ms since the epoch); 0 while it has members.
+    /// Offsets of an empty group expire a retention after the later of this and their commit.
+    #[serde(default)]
+    pub empty_since_ms: i64,
 }
 
-/// Applies `command` to partition `uid`. Reads nothing: a group exists while it has a
+/// Applies `command` to partition `uid`. Only `ExpireOffsets` reads the store (the
+/// caller writes what the round applied so far first); a group exists while it has a
 /// record or a committed offset.
-pub(crate) fn apply(uid: u64, command: GroupCommand, wb: &mut WriteBatch<'_>) {
+pub(crate) fn apply(
+    engine: &Engine,
+    uid: u64,
+    command: GroupCommand,
+    wb: &mut WriteBatch<'_>,
+) -> chronik_engine::Result<()> {
     match command {
         GroupCommand::Commit { group, offsets } => {
             for o in &offsets {
@@ -74,7 +91,21 @@ pub(crate) fn apply(uid: u64, command: GroupCommand, wb: &mut WriteBatch<'_>) {
             }
         }
         GroupCommand::DeleteGroup { group } => wb.delete_group_rows(uid, &group_prefix(&group)),
+        GroupCommand::ExpireOffsets { group, cutoff_ms } => {
+            let empty_since = read_group(engine, uid, &group)?.map_or(0, |r| r.empty_since_ms);
+            let offsets = read_offsets(engine, uid, &group)?;
+            let expired: Vec<&CommittedOffset> =
+                offsets.iter().filter(|o| o.commit_timestamp.max(empty_since) <= cutoff_ms).collect();
+            if expired.len() == offsets.len() {
+                wb.delete_group_rows(uid, &group_prefix(&group));
+            } else {
+                for o in expired {
+                    wb.delete_group_rows(uid, &offset_key(&group, &o.topic, o.partition));
+                }
+            }
+        }
     }
+    Ok(())
 }
 
 fn put_group(uid: u64, group: &str, record: &GroupRecord, wb: &mut WriteBatch<'_>) {
@@ -201,7 +232,7 @@ mod tests {
 
     fn run(engine: &Engine, uid: u64, cmd: GroupCommand) {
         let mut wb = engine.batch();
-        apply(uid, cmd, &mut wb);
+        apply(engine, uid, cmd, &mut wb).unwrap();
         engine.write(wb, Durability::Memtable).unwrap();
     }
 
@@ -216,7 +247,7 @@ mod tests {
             GroupCommand::Commit { group: "g".into(), offsets: vec![offset("t", 1, 10), offset("t", 0, 7)] },
         );
         run(&engine, 5, GroupCommand::Commit { group: "g2".into(), offsets: vec![offset("t", 0, 1)] });
-        let record = GroupRecord { protocol_type: "consumer".into(), generation: 4, group_type: String::new() };
+        let record = GroupRecord { protocol_type: "consumer".into(), generation: 4, ..Default::default() };
         run(&engine, 5, GroupCommand::PutGroup { group: "g2".into(), record: record.clone() });
 
         assert_eq!(read_offsets(&engine, 5, "g").unwrap(), vec![offset("t", 0, 7), offset("t", 1, 10)]);
@@ -233,6 +264,22 @@ mod tests {
         assert!(read_offsets(&engine, 5, "g").unwrap().is_empty());
         assert_eq!(read_offsets(&engine, 5, "g2").unwrap().len(), 1, "the other group keeps its offsets");
         assert_eq!(read_group(&engine, 5, "g2").unwrap(), Some(record));
+    }
+
+    #[test]
+    fn expiry_counts_from_the_later_of_commit_and_empty_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let at = |partition, ts| CommittedOffset { commit_timestamp: ts, ..offset("t", partition, 1) };
+        run(&engine, 1, GroupCommand::Commit { group: "g".into(), offsets: vec![at(0, 100), at(1, 500)] });
+        let record = GroupRecord { empty_since_ms: 300, ..Default::default() };
+        run(&engine, 1, GroupCommand::PutGroup { group: "g".into(), record });
+        run(&engine, 1, GroupCommand::ExpireOffsets { group: "g".into(), cutoff_ms: 299 });
+        assert_eq!(read_offsets(&engine, 1, "g").unwrap().len(), 2, "empty only since 300");
+        run(&engine, 1, GroupCommand::ExpireOffsets { group: "g".into(), cutoff_ms: 300 });
+        assert_eq!(read_offsets(&engine, 1, "g").unwrap(), vec![at(1, 500)]);
+        run(&engine, 1, GroupCommand::ExpireOffsets { group: "g".into(), cutoff_ms: 500 });
+        assert_eq!(read_group(&engine, 1, "g").unwrap(), None, "the group goes with its last offset");
     }
 
     #[test]

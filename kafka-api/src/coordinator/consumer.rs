@@ -49,6 +49,8 @@ pub(crate) struct Member {
     pub client_id: String,
     pub client_host: String,
     pub epoch: i32,
+    /// The epoch before the last bump: a member whose response was lost retries with it.
+    previous_epoch: i32,
     pub subscribed: Vec<String>,
     rebalance_timeout: Duration,
     session_deadline: Instant,
@@ -69,6 +71,10 @@ pub(crate) struct ConsumerGroup {
     /// The subscribed topics' ids and partition counts the target was computed from.
     metadata: Topics,
     session_timeout: Duration,
+    /// After a coordinator change, members of the old coordinator may still consume
+    /// until their next heartbeat tells them UNKNOWN_MEMBER_ID: nothing new is granted
+    /// before this instant, so no partition has two consumers.
+    hold_until: Option<Instant>,
 }
 
 impl ConsumerGroup {
@@ -80,7 +86,13 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             metadata: Topics::new(),
             session_timeout,
+            hold_until: None,
         }
+    }
+
+    /// A group loaded from its stored record on a new coordinator: grants wait `hold`.
+    pub fn loaded(epoch: i32, session_timeout: Duration, hold: Duration, now: Instant) -> ConsumerGroup {
+        ConsumerGroup { hold_until: Some(now + hold), ..ConsumerGroup::new(epoch, session_timeout) }
     }
 
     /// Kafka's state names for consumer groups.
@@ -105,9 +117,8 @@ impl ConsumerGroup {
         match hb.member_epoch {
             0 => self.join(&hb, now)?,
             -1 | -2 => {
-                if self.members.remove(&hb.member_id).is_some() {
-                    self.epoch += 1;
-                }
+                self.members.remove(&hb.member_id).ok_or(ResponseError::UnknownMemberId)?;
+                self.epoch += 1;
                 return Ok(HeartbeatOutcome {
                     member_id: hb.member_id,
                     member_epoch: hb.member_epoch,
@@ -116,7 +127,11 @@ impl ConsumerGroup {
             }
             epoch => {
                 let member = self.members.get(&hb.member_id).ok_or(ResponseError::UnknownMemberId)?;
-                if epoch != member.epoch {
+                // The previous epoch is fine if the member owns nothing it should not: its
+                // last response was lost (Kafka accepts the same).
+                let owns_only_assigned =
+                    hb.owned.as_ref().is_none_or(|owned| owned.iter().all(|tp| member.assigned.contains(tp)));
+                if epoch != member.epoch && !(epoch == member.previous_epoch && owns_only_assigned) {
                     return Err(ResponseError::FencedMemberEpoch);
                 }
             }
@@ -186,6 +201,7 @@ impl ConsumerGroup {
                 client_id: String::new(),
                 client_host: String::new(),
                 epoch: 0,
+                previous_epoch: 0,
                 subscribed: Vec::new(),
                 rebalance_timeout: Duration::from_secs(300),
                 session_deadline: now + self.session_timeout,
@@ -228,6 +244,11 @@ impl ConsumerGroup {
             if owned.iter().all(|tp| !member.revoking.contains(tp)) {
                 member.revoking.clear();
                 member.revoke_deadline = None;
+            }
+            // A member that owns something else than we think missed a response: resend.
+            let owned: BTreeSet<Tp> = owned.into_iter().collect();
+            if owned != member.assigned {
+                member.sent = None;
             }
         }
     }
@@ -297,8 +318,15 @@ impl ConsumerGroup {
         if !member.revoking.is_empty() {
             return;
         }
-        member.epoch = assignment_epoch;
-        member.assigned = target.difference(&held_by_others).copied().collect();
+        if member.epoch != assignment_epoch {
+            member.previous_epoch = member.epoch;
+            member.epoch = assignment_epoch;
+        }
+        let grantable = target.difference(&held_by_others).copied();
+        member.assigned = match self.hold_until.is_some_and(|until| now < until) {
+            true => grantable.filter(|tp| member.assigned.contains(tp)).collect(),
+            false => grantable.collect(),
+        };
     }
 }
 
@@ -336,8 +364,9 @@ mod tests {
         let mut g = ConsumerGroup::new(0, SESSION);
         let out = g.heartbeat(join("a"), &topics(), now).unwrap();
         assert_eq!(out.member_epoch, g.epoch);
-        assert_eq!(partitions(&out.assignment.unwrap()), [0, 1, 2, 3]);
-        let again = g.heartbeat(beat("a", out.member_epoch, &[]), &topics(), now).unwrap();
+        assert_eq!(partitions(out.assignment.as_ref().unwrap()), [0, 1, 2, 3]);
+        let owned = out.assignment.unwrap();
+        let again = g.heartbeat(beat("a", out.member_epoch, &owned), &topics(), now).unwrap();
         assert_eq!(again.assignment, None, "unchanged assignments are not resent");
         assert_eq!(g.state(), "Stable");
     }
@@ -384,6 +413,7 @@ mod tests {
         let left = g.heartbeat(beat("a", -1, &[]), &topics(), now).unwrap();
         assert_eq!(left.member_epoch, -1);
         assert_eq!(g.state(), "Empty");
+        assert_eq!(g.heartbeat(beat("a", -1, &[]), &topics(), now), Err(ResponseError::UnknownMemberId));
     }
 
     #[test]
@@ -398,6 +428,35 @@ mod tests {
         assert!(g.tick(now + SESSION + Duration::from_millis(1)), "a stopped heartbeating");
         let b2 = g.heartbeat(beat("b", b.member_epoch, &[]), &topics(), now + SESSION).unwrap();
         assert_eq!(partitions(&b2.assignment.unwrap()), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_lost_response_is_resent_and_the_previous_epoch_accepted() {
+        let now = Instant::now();
+        let mut g = ConsumerGroup::new(0, SESSION);
+        let a = g.heartbeat(join("a"), &topics(), now).unwrap();
+        let b = g.heartbeat(join("b"), &topics(), now).unwrap();
+        let a2 = g.heartbeat(beat("a", a.member_epoch, &a.assignment.clone().unwrap()), &topics(), now).unwrap();
+        let a3 = g.heartbeat(beat("a", a2.member_epoch, &a2.assignment.clone().unwrap()), &topics(), now).unwrap();
+        assert!(a3.member_epoch > a.member_epoch);
+        // b's grant is lost on the way: b retries, owning nothing, and gets it again.
+        let granted = g.heartbeat(beat("b", b.member_epoch, &[]), &topics(), now).unwrap();
+        assert!(!granted.assignment.clone().unwrap().is_empty());
+        let again = g.heartbeat(beat("b", b.member_epoch, &[]), &topics(), now).unwrap();
+        assert_eq!(again.assignment, granted.assignment, "resent because b does not own it");
+        // a's epoch bump was lost too: its previous epoch still works.
+        let retry = g.heartbeat(beat("a", a.member_epoch, &a2.assignment.unwrap()), &topics(), now).unwrap();
+        assert_eq!(retry.member_epoch, a3.member_epoch);
+    }
+
+    #[test]
+    fn a_loaded_group_grants_nothing_until_old_members_had_a_heartbeat() {
+        let now = Instant::now();
+        let mut g = ConsumerGroup::loaded(7, SESSION, Duration::from_secs(6), now);
+        let a = g.heartbeat(join("a"), &topics(), now).unwrap();
+        assert_eq!(a.assignment.unwrap_or_default(), vec![]);
+        let later = g.heartbeat(beat("a", a.member_epoch, &[]), &topics(), now + Duration::from_secs(6)).unwrap();
+        assert_eq!(partitions(&later.assignment.unwrap()), [0, 1, 2, 3]);
     }
 
     #[test]

@@ -134,9 +134,19 @@ pub struct Coordinator {
     pub config: GroupConfig,
     replication: Arc<Replication>,
     groups: Mutex<HashMap<String, Loaded>>,
-    /// Group records to persist, in the order generations were handed out.
-    records: mpsc::UnboundedSender<(u64, GroupCommand)>,
+    /// Group records and deletions, proposed by one task in the order they were made
+    /// (so a deletion cannot be overtaken by an older record).
+    records: mpsc::UnboundedSender<RecordWrite>,
+    /// Held from validating an OffsetCommit until its proposal is queued, so a commit
+    /// checked against generation N cannot land after one checked against N+1.
+    commit_order: tokio::sync::Mutex<()>,
+    /// Per `__consumer_offsets` partition: the leader epoch this node leads and when it
+    /// first saw it.
+    led_since: Mutex<HashMap<u64, (i32, Instant)>>,
 }
+
+/// A group-record proposal for the writer task, with an optional reply on apply.
+type RecordWrite = (u64, GroupCommand, Option<tokio::sync::oneshot::Sender<Result<(), ResponseError>>>);
 
 /// One line of ListGroups.
 pub(crate) struct Listed {
@@ -157,28 +167,45 @@ pub(crate) struct Owner {
 impl Coordinator {
     /// Creates the coordinator and starts its timer and record writer on the current runtime.
     pub fn start(node_id: u64, config: GroupConfig, replication: Arc<Replication>) -> Arc<Coordinator> {
-        let (records, mut record_rx) = mpsc::unbounded_channel::<(u64, GroupCommand)>();
+        let (records, mut record_rx) = mpsc::unbounded_channel::<RecordWrite>();
         let coordinator = Arc::new(Coordinator {
             node_id,
             config,
             replication: replication.clone(),
             groups: Mutex::default(),
             records,
+            commit_order: tokio::sync::Mutex::new(()),
+            led_since: Mutex::default(),
         });
         tokio::spawn(async move {
-            // One task submits records so they are applied in the order they were made.
-            while let Some((uid, cmd)) = record_rx.recv().await {
+            // One task queues the proposals, so they are applied in the order they were made.
+            while let Some((uid, cmd, reply)) = record_rx.recv().await {
                 match replication.submit_group(uid, cmd).await {
-                    Ok(applied) => drop(tokio::spawn(applied)),
-                    Err(e) => tracing::debug!(error = %e, "group record not stored"),
+                    Ok(applied) => drop(tokio::spawn(async move {
+                        let result = applied.await.map_err(|e| not_coordinator(&e));
+                        if let Err(e) = &result {
+                            tracing::warn!(error = ?e, "group record not stored");
+                        }
+                        if let Some(reply) = reply {
+                            let _ = reply.send(result);
+                        }
+                    })),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "group record not stored");
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(not_coordinator(&e)));
+                        }
+                    }
                 }
             }
         });
         let weak = Arc::downgrade(&coordinator);
         tokio::spawn(async move {
-            // Kafka's offsets.retention.check.interval.ms is 10 minutes.
+            // Kafka's offsets.retention.check.interval.ms is 10 minutes. The first check
+            // waits a full interval: right after start-up no group is loaded yet, and live
+            // groups must not look empty.
             let every = coordinator_check_interval(&weak);
-            let mut ticker = tokio::time::interval(every);
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
@@ -210,12 +237,36 @@ impl Coordinator {
     pub(crate) fn owner(&self, group: &str) -> Result<Owner, ResponseError> {
         let topic = self.offsets_topic().ok_or(ResponseError::CoordinatorNotAvailable)?;
         let index = partition_for(group, topic.partitions.len() as i32) as usize;
-        let uid = topic.partitions[index].uid;
+        let uid = topic.partitions.get(index).ok_or(ResponseError::CoordinatorNotAvailable)?.uid;
         let view = self.replication.partition(uid).ok_or(ResponseError::NotCoordinator)?;
         match view.leader() {
-            Some(leader) if leader == self.node_id => Ok(Owner { uid, epoch: view.leader_epoch() }),
+            Some(leader) if leader == self.node_id => {
+                let owner = Owner { uid, epoch: view.leader_epoch() };
+                self.led_since
+                    .lock()
+                    .entry(uid)
+                    .and_modify(|e| {
+                        if e.0 != owner.epoch {
+                            *e = (owner.epoch, Instant::now());
+                        }
+                    })
+                    .or_insert((owner.epoch, Instant::now()));
+                Ok(owner)
+            }
             Some(_) => Err(ResponseError::NotCoordinator),
             None => Err(ResponseError::CoordinatorNotAvailable),
+        }
+    }
+
+    /// Checks that a group not held in memory really has no members: one whose record
+    /// says it had members may still have them right after this node took over (they
+    /// rejoin within a session timeout), so admin changes wait (COORDINATOR_LOAD_IN_PROGRESS).
+    pub(crate) fn check_settled(&self, owner: Owner, record: &GroupRecord) -> Result<(), ResponseError> {
+        let since = self.led_since.lock().get(&owner.uid).map(|e| e.1);
+        let young = since.is_none_or(|t| t.elapsed() < self.config.consumer_session_timeout);
+        match record.empty_since_ms == 0 && record.generation > 0 && young {
+            true => Err(ResponseError::CoordinatorLoadInProgress),
+            false => Ok(()),
         }
     }
 
@@ -279,9 +330,13 @@ impl Coordinator {
             let mut groups = self.groups.lock();
             if !groups.get(group).is_some_and(|l| l.epoch == owner.epoch && l.uid == owner.uid) {
                 let fresh = match record.group_type.as_str() {
-                    "consumer" => {
-                        Group::Consumer(ConsumerGroup::new(record.generation, self.config.consumer_session_timeout))
-                    }
+                    // Members of the previous coordinator learn on their next heartbeat.
+                    "consumer" => Group::Consumer(ConsumerGroup::loaded(
+                        record.generation,
+                        self.config.consumer_session_timeout,
+                        self.config.consumer_heartbeat_interval + Duration::from_secs(1),
+                        Instant::now(),
+                    )),
                     _ => Group::Classic(ClassicGroup::new(
                         record.generation,
                         record.protocol_type,
@@ -329,12 +384,14 @@ impl Coordinator {
             Group::Classic(_) => String::new(),
             Group::Consumer(_) => "consumer".to_string(),
         };
+        let empty_since_ms = if loaded.group.has_members() { 0 } else { now_ms() };
         let record = GroupRecord {
             protocol_type: loaded.group.protocol_type(),
             generation: loaded.group.generation(),
             group_type,
+            empty_since_ms,
         };
-        let _ = self.records.send((loaded.uid, GroupCommand::PutGroup { group: group.to_string(), record }));
+        let _ = self.records.send((loaded.uid, GroupCommand::PutGroup { group: group.to_string(), record }, None));
     }
 
     /// Expires sessions and completes rebalances; forgets groups that are empty (their
@@ -430,12 +487,19 @@ impl Coordinator {
 
     /// Proposes `cmd` for the group's partition and waits until it is applied.
     pub(crate) async fn propose(&self, owner: Owner, cmd: GroupCommand) -> Result<(), ResponseError> {
-        self.replication.propose_group(owner.uid, cmd).await.map_err(|e| match errors::replication(&e) {
-            ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition => {
-                ResponseError::NotCoordinator
-            }
-            other => other,
-        })
+        self.replication.propose_group(owner.uid, cmd).await.map_err(|e| not_coordinator(&e))
+    }
+
+    /// Proposes `cmd` in order with the group records (deletions, expiry) and waits.
+    pub(crate) async fn write_record(&self, owner: Owner, cmd: GroupCommand) -> Result<(), ResponseError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.records.send((owner.uid, cmd, Some(tx))).map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+        rx.await.map_err(|_| ResponseError::CoordinatorNotAvailable)?
+    }
+
+    /// Serializes OffsetCommit validation and queueing (see `commit_order`).
+    pub(crate) async fn commit_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.commit_order.lock().await
     }
 
     /// Deletes committed offsets of groups without members once they are older than
@@ -459,16 +523,12 @@ impl Coordinator {
                     continue;
                 }
                 let offsets = self.committed(owner.uid, &group).await?;
-                let expired = expired_offsets(&offsets, now_ms(), retention_ms);
-                let cmd = if expired.len() == offsets.len() {
-                    GroupCommand::DeleteGroup { group: group.clone() }
-                } else if !expired.is_empty() {
-                    GroupCommand::DeleteOffsets { group: group.clone(), partitions: expired }
-                } else {
+                let cutoff_ms = now_ms() - retention_ms;
+                if expired_offsets(&offsets, cutoff_ms).is_empty() {
                     continue;
-                };
-                tracing::info!(%group, "committed offsets expired");
-                self.propose(owner, cmd).await?;
+                }
+                tracing::info!(%group, "expiring committed offsets");
+                self.write_record(owner, GroupCommand::ExpireOffsets { group: group.clone(), cutoff_ms }).await?;
             }
         }
         Ok(())
@@ -494,13 +554,18 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
     positive % partitions.max(1)
 }
 
-/// The offsets committed at least `retention_ms` before `now_ms`.
-fn expired_offsets(offsets: &[CommittedOffset], now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
-    offsets
-        .iter()
-        .filter(|o| o.commit_timestamp.saturating_add(retention_ms) <= now_ms)
-        .map(|o| (o.topic.clone(), o.partition))
-        .collect()
+/// The offsets committed at or before `cutoff_ms` (the apply also weighs when the group
+/// became empty; this is the cheap pre-check).
+fn expired_offsets(offsets: &[CommittedOffset], cutoff_ms: i64) -> Vec<(String, i32)> {
+    offsets.iter().filter(|o| o.commit_timestamp <= cutoff_ms).map(|o| (o.topic.clone(), o.partition)).collect()
+}
+
+/// The Kafka error for a failed group proposal: a lost leadership is NOT_COORDINATOR.
+pub(crate) fn not_coordinator(e: &chronik_replication::ReplicationError) -> ResponseError {
+    match errors::replication(e) {
+        ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition => ResponseError::NotCoordinator,
+        other => other,
+    }
 }
 
 /// Milliseconds since the Unix epoch, for commit timestamps (taken by the proposer).
@@ -523,9 +588,9 @@ mod tests {
             commit_timestamp,
         };
         let offsets = [offset(0, 1_000), offset(1, 5_000)];
-        assert!(expired_offsets(&offsets, 1_999, 1_000).is_empty());
-        assert_eq!(expired_offsets(&offsets, 2_000, 1_000), vec![("t".to_string(), 0)]);
-        assert_eq!(expired_offsets(&offsets, 9_000, 1_000).len(), 2);
+        assert!(expired_offsets(&offsets, 999).is_empty());
+        assert_eq!(expired_offsets(&offsets, 1_000), vec![("t".to_string(), 0)]);
+        assert_eq!(expired_offsets(&offsets, 8_000).len(), 2);
     }
 
     #[test]

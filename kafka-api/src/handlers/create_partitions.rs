@@ -12,6 +12,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 
 use super::util;
 use crate::broker::Broker;
+use crate::coordinator::OFFSETS_TOPIC;
 use crate::errors;
 
 pub(crate) async fn handle(
@@ -55,6 +56,10 @@ async fn grow(
     validate_only: bool,
 ) -> Result<(), (ResponseError, Option<String>)> {
     let name = topic.name.0.as_str();
+    if name == OFFSETS_TOPIC {
+        // Groups map to partitions by count: growing it would hide every committed offset.
+        return Err((ResponseError::InvalidTopicException, Some(format!("{OFFSETS_TOPIC} is internal"))));
+    }
     let current = {
         let cluster = broker.replication.cluster();
         let meta = cluster.topics.get(name).ok_or((ResponseError::UnknownTopicOrPartition, None))?;

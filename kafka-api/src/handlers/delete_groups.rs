@@ -24,13 +24,15 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: DeleteGroup
 async fn delete(broker: &Arc<Broker>, group: &str) -> Result<(), ResponseError> {
     let coordinator = &broker.coordinator;
     let owner = coordinator.owner(group)?;
-    if coordinator.peek(group, owner, Group::has_members).unwrap_or(false) {
+    let live = coordinator.peek(group, owner, Group::has_members);
+    if live == Some(true) {
         return Err(ResponseError::NonEmptyGroup);
     }
-    if coordinator.stored_group(owner.uid, group).await?.is_none() {
-        return Err(ResponseError::GroupIdNotFound);
+    let record = coordinator.stored_group(owner.uid, group).await?.ok_or(ResponseError::GroupIdNotFound)?;
+    if live.is_none() {
+        coordinator.check_settled(owner, &record)?;
     }
-    coordinator.propose(owner, GroupCommand::DeleteGroup { group: group.to_string() }).await?;
+    coordinator.write_record(owner, GroupCommand::DeleteGroup { group: group.to_string() }).await?;
     coordinator.forget(group);
     Ok(())
 }

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
 use super::util;
 use crate::broker::Broker;
+use crate::coordinator::OFFSETS_TOPIC;
 use crate::errors;
 
 pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
@@ -57,6 +58,10 @@ async fn delete(
         (None, true) => return Err((ResponseError::InvalidRequest, Some("a topic name or id is required".into()))),
     };
     let (name, id) = (topic.name.clone(), uuid::Uuid::from_bytes(topic.id));
+    if name == OFFSETS_TOPIC {
+        // Deleting it would delete every committed offset of every group.
+        return Err((ResponseError::InvalidTopicException, Some(format!("{OFFSETS_TOPIC} is internal"))));
+    }
     util::propose_meta(broker, MetaCommand::DeleteTopic { name: name.clone() }).await?;
     Ok((name, id))
 }

@@ -10,8 +10,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, Respon
 
 use super::{now, util, Reply};
 use crate::broker::Broker;
-use crate::coordinator::{now_ms, Group};
-use crate::errors;
+use crate::coordinator::{not_coordinator, now_ms, Group};
 
 /// Kafka's offset.metadata.max.bytes.
 const MAX_METADATA_BYTES: usize = 4096;
@@ -19,6 +18,7 @@ const MAX_METADATA_BYTES: usize = 4096;
 pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: OffsetCommitRequest) -> Reply {
     let instance_id = req.group_instance_id.as_ref().map(|s| s.to_string());
     let generation = req.generation_id_or_member_epoch;
+    let turn = broker.coordinator.commit_turn().await;
     let checked = broker
         .coordinator
         .with_loaded(&req.group_id, |group, at| match group {
@@ -70,19 +70,14 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: OffsetCommi
         return now(ResponseKind::OffsetCommit(answer(&req, &refused, Ok(()))));
     }
     let command = GroupCommand::Commit { group: req.group_id.to_string(), offsets };
-    match broker.replication.submit_group(owner.uid, command).await {
+    let submitted = broker.replication.submit_group(owner.uid, command).await;
+    drop(turn);
+    match submitted {
         Err(e) => now(ResponseKind::OffsetCommit(answer(&req, &refused, Err(not_coordinator(&e))))),
         Ok(applied) => Reply::Later(Box::pin(async move {
             let result = applied.await.map_err(|e| not_coordinator(&e));
             Some(ResponseKind::OffsetCommit(answer(&req, &refused, result)))
         })),
-    }
-}
-
-fn not_coordinator(e: &chronik_replication::ReplicationError) -> ResponseError {
-    match errors::replication(e) {
-        ResponseError::NotLeaderOrFollower | ResponseError::UnknownTopicOrPartition => ResponseError::NotCoordinator,
-        other => other,
     }
 }
 

@@ -50,12 +50,18 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: OffsetDelet
         Ok(owner) => owner,
         Err(e) => return response.with_error_code(e.code()),
     };
-    match coordinator.stored_group(owner.uid, &req.group_id).await {
-        Ok(Some(_)) => {}
+    let record = match coordinator.stored_group(owner.uid, &req.group_id).await {
+        Ok(Some(record)) => record,
         Ok(None) => return response.with_error_code(ResponseError::GroupIdNotFound.code()),
         Err(e) => return response.with_error_code(e.code()),
-    }
-    let subscribed = coordinator.peek(&req.group_id, owner, subscribed_topics).unwrap_or(Some(HashSet::new()));
+    };
+    let subscribed = match coordinator.peek(&req.group_id, owner, subscribed_topics) {
+        Some(subscribed) => subscribed,
+        None => match coordinator.check_settled(owner, &record) {
+            Ok(()) => Some(HashSet::new()),
+            Err(e) => return response.with_error_code(e.code()),
+        },
+    };
     let cluster = broker.replication.cluster();
     let mut deleted = Vec::new();
     let mut topics = Vec::new();

@@ -3,8 +3,9 @@
 Members subscribe() and are assigned partitions by the group coordinator (eager
 range/roundrobin and cooperative-sticky), commit manually, and the group is
 listed, described, its offsets listed and finally deleted with the AdminClient.
-librdkafka runs the group protocol on its own threads, so one test thread can
-poll several members in turn.
+Also: a member killed (session expiry) or frozen past its session, and a broker
+restarted under a group (own_broker). librdkafka runs the group protocol on its
+own threads, so one test thread can poll several members in turn.
 """
 
 import os
@@ -16,8 +17,9 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupType, ConsumerGroupTopicPartitions,
-                             KafkaError, KafkaException, Producer, TopicPartition)
+from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions,
+                             ConsumerGroupType, KafkaError, KafkaException, Producer,
+                             TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 PARTITIONS = 4

@@ -462,6 +462,61 @@ class GroupCompatTest {
     assertEquals(Set.of(), left);
   }
 
+  /** assign() without a subscription: commits with no generation are stored while the
+   * group has no members, refused while it has some; a subscribed member resumes at them. */
+  @Test
+  void assignedConsumerCommitsWithoutMembership() throws Exception {
+    String topic = "java-assign-" + UUID.randomUUID().toString().substring(0, 8);
+    String group = "java-grp-" + topic;
+    createTopic(topic);
+    produce(topic, 0, PARTITIONS * 10);
+    Map<String, Object> cc = Map.of(
+        ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap,
+        ConsumerConfig.GROUP_ID_CONFIG, group,
+        ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
+        ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+    List<TopicPartition> tps = IntStream.range(0, PARTITIONS).mapToObj(p -> new TopicPartition(topic, p)).toList();
+    try (var consumer = new KafkaConsumer<>(cc, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+      consumer.assign(tps);
+      int got = 0;
+      long deadline = System.nanoTime() + DEADLINE.toNanos();
+      while (got < PARTITIONS * 6 && System.nanoTime() < deadline) {
+        for (var r : consumer.poll(Duration.ofMillis(200))) if (r.offset() < 6) got++;
+      }
+      Map<TopicPartition, OffsetAndMetadata> commit = new HashMap<>();
+      for (var tp : tps) commit.put(tp, new OffsetAndMetadata(6));
+      consumer.commitSync(commit);
+      assertEquals(uniform(6), committedOffsets(group));
+      assertEquals(GroupState.EMPTY, admin.describeConsumerGroups(List.of(group)).all()
+          .get(30, TimeUnit.SECONDS).get(group).groupState());
+    }
+
+    Set<String> seen = ConcurrentHashMap.newKeySet();
+    Member member = new Member("java-assign-member", topic, group, seen);
+    member.thread.start();
+    try {
+      boolean ok = waitUntil(() -> member.error.get() != null || positionsOf(List.of(member)).equals(uniform(10)));
+      assertNull(member.error.get());
+      assertTrue(ok, member.assignment.get() + " " + member.positions.get());
+      Set<String> want = new TreeSet<>();
+      for (int p = 0; p < PARTITIONS; p++) for (int o = 6; o < 10; o++) want.add(p + "@" + o);
+      assertEquals(want, new TreeSet<>(seen), "the member did not resume at the assign()-made commits");
+
+      // While the group has a member, a commit without a generation is refused.
+      try (var outsider = new KafkaConsumer<>(cc, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+        outsider.assign(tps);
+        assertThrows(org.apache.kafka.common.KafkaException.class,
+            () -> outsider.commitSync(Map.of(tps.get(0), new OffsetAndMetadata(1))));
+      }
+      assertEquals(10L, committedOffsets(group).get(0));
+    } finally {
+      member.stop.set(true);
+      member.thread.join(30_000);
+    }
+    assertTrue(member.finalCommit);
+    assertEquals(uniform(10), committedOffsets(group));
+  }
+
   @Test
   void subscribeConsumeCommitDescribeAndDeleteGroup() throws Exception {
     String topic = "java-group-" + UUID.randomUUID().toString().substring(0, 8);
