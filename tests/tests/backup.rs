@@ -1,0 +1,330 @@
+//! Backups end to end: real nodes, real librdkafka clients, real object stores (a local
+//! directory, and moto's S3 server on loopback), the real `chronik backup` CLI.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronik_backup::{BackupStore, Manifest};
+use chronik_tests::{chronik, consume, consumer, create_topic, producer, Node};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureRecord;
+use rdkafka::Offset;
+
+/// (topic, partition) -> acknowledged (offset, key, value) in offset order.
+type Acked = BTreeMap<(String, i32), Vec<(i64, Vec<u8>, Vec<u8>)>>;
+
+const TOPICS: [(&str, i32, &str); 3] = [("rt-gzip", 2, "gzip"), ("rt-zstd", 1, "zstd"), ("rt-plain", 3, "none")];
+
+async fn produce(node: &Node, topic: &str, partitions: i32, codec: &str, n: usize, acked: &mut Acked) {
+    let producer = producer(node, &[("compression.codec", codec), ("linger.ms", "5")]);
+    let mut futures = Vec::new();
+    for i in 0..n {
+        let key = format!("{topic}-key-{i}").into_bytes();
+        // Some values are not UTF-8: the restore must keep bytes, not text.
+        let value: Vec<u8> = (0..(i % 300)).map(|j| (i * 31 + j) as u8).collect();
+        let partition = (i as i32) % partitions;
+        let record = FutureRecord::to(topic).partition(partition).key(&key).payload(&value);
+        futures.push((producer.send_result(record).expect("queue"), key.clone(), value.clone()));
+    }
+    for (future, key, value) in futures {
+        let (partition, offset) = future.await.expect("delivery").expect("acknowledged");
+        acked.entry((topic.to_string(), partition)).or_default().push((offset, key, value));
+    }
+    for records in acked.values_mut() {
+        records.sort_by_key(|r| r.0);
+    }
+}
+
+fn assert_serves(node: &Node, acked: &Acked) {
+    for ((topic, partition), records) in acked {
+        let consumer = consumer(node, topic, *partition, Offset::Beginning, &[]);
+        let got = consume(&consumer, records.len(), Duration::from_secs(30));
+        assert_eq!(got.len(), records.len(), "{topic}-{partition}: every acknowledged record is back");
+        for (g, (offset, key, value)) in got.iter().zip(records) {
+            assert_eq!(g.offset, *offset, "{topic}-{partition}");
+            assert_eq!(g.key.as_deref(), Some(key.as_slice()), "{topic}-{partition} key at {offset}");
+            assert_eq!(g.value.as_deref().unwrap_or_default(), value.as_slice(), "{topic}-{partition} at {offset}");
+        }
+    }
+}
+
+async fn manifests(location: &str) -> Vec<Manifest> {
+    BackupStore::open(location).expect("store").list().await.expect("list")
+}
+
+fn run_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let (ok, stdout, stderr) = chronik(args, env);
+    assert!(ok, "chronik {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+async fn retention_of(node: &Node, topic: &str) -> Option<String> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", node.bootstrap()).create().expect("admin");
+    let results =
+        admin.describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new()).await.expect("describe");
+    let resource = results.into_iter().next().expect("one result").expect("described");
+    resource.get("retention.ms").and_then(|e| e.value.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_backup_while_producing_restores_every_acknowledged_record() {
+    let node = Node::start(&[]);
+    let mut acked = Acked::new();
+    for (topic, partitions, codec) in TOPICS {
+        let retention = format!("{}", 86_400_000 * (partitions as i64 + 1));
+        create_topic(&node, topic, partitions, &[("retention.ms", &retention)]).await;
+        produce(&node, topic, partitions, codec, 600, &mut acked).await;
+    }
+
+    // A producer keeps writing to its own topic while the backup runs.
+    create_topic(&node, "rt-live", 1, &[]).await;
+    let writing = Arc::new(AtomicBool::new(true));
+    let live_producer = producer(&node, &[("linger.ms", "1")]);
+    let writer = {
+        let writing = writing.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while writing.load(Ordering::Relaxed) {
+                let value = format!("live-{i}");
+                let record = FutureRecord::<(), _>::to("rt-live").partition(0).payload(&value);
+                let (_, offset) = live_producer.send(record, Duration::from_secs(10)).await.expect("live ack");
+                acked.push((offset, value.into_bytes()));
+                i += 1;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = dir.path().join("backups");
+    let location = location.to_str().expect("utf-8");
+    let rpc = node.rpc_addr();
+    let output = tokio::task::spawn_blocking({
+        let location = location.to_string();
+        move || run_ok(&["backup", "create", "--node", &rpc, "--to", &location], &[])
+    })
+    .await
+    .expect("backup task");
+    writing.store(false, Ordering::Relaxed);
+    let live = writer.await.expect("writer");
+    assert!(output.contains("created backup"), "{output}");
+    let manifest = manifests(location).await.pop().expect("one backup");
+    assert!(!manifest.groups.is_empty() && manifest.node_id == 1, "{manifest:?}");
+
+    run_ok(&["backup", "verify", "--from", location, "--id", &manifest.id], &[]);
+    let restored_dir = dir.path().join("restored");
+    let restored_str = restored_dir.to_str().expect("utf-8");
+    run_ok(&["backup", "restore", "--from", location, "--id", &manifest.id, "--data-dir", restored_str], &[]);
+    let restored = Node::start_on(&restored_dir, &[]);
+
+    assert_serves(&restored, &acked);
+    for (topic, partitions, _) in TOPICS {
+        let expected = format!("{}", 86_400_000 * (partitions as i64 + 1));
+        assert_eq!(retention_of(&restored, topic).await, Some(expected), "{topic}: its config survives");
+    }
+    // The live topic holds a prefix of what was acknowledged: all records acknowledged
+    // before the backup started at least, byte for byte, and nothing invented.
+    let probe = consumer(&restored, "rt-live", 0, Offset::Beginning, &[]);
+    let (_, high) = probe.fetch_watermarks("rt-live", 0, Duration::from_secs(5)).expect("watermarks");
+    assert!(high > 0 && high as usize <= live.len(), "restored high watermark {high} of {} acked", live.len());
+    let got = consume(&probe, high as usize, Duration::from_secs(30));
+    assert_eq!(got.len(), high as usize);
+    for (g, (offset, value)) in got.iter().zip(&live) {
+        assert_eq!((g.offset, g.value.as_deref()), (*offset, Some(value.as_slice())));
+    }
+
+    // New writes continue after the restored offsets.
+    let next = producer(&restored, &[]);
+    let (_, offset) = next
+        .send(FutureRecord::<(), _>::to("rt-zstd").partition(0).payload("after restore"), Duration::from_secs(10))
+        .await
+        .expect("write after restore");
+    assert_eq!(offset, 600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_backup_uploads_only_new_files() {
+    let node = Node::start(&[]);
+    let mut acked = Acked::new();
+    create_topic(&node, "inc", 1, &[]).await;
+    produce(&node, "inc", 1, "none", 3000, &mut acked).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = dir.path().to_str().expect("utf-8").to_string();
+    let rpc = node.rpc_addr();
+    let backup = {
+        let (location, rpc) = (location.clone(), rpc.clone());
+        move || run_ok(&["backup", "create", "--node", &rpc, "--to", &location], &[])
+    };
+    tokio::task::spawn_blocking(backup.clone()).await.expect("first");
+    produce(&node, "inc", 1, "none", 5, &mut acked).await;
+    tokio::task::spawn_blocking(backup).await.expect("second");
+
+    let list = manifests(&location).await;
+    let [first, second] = list.as_slice() else { panic!("two backups expected, got {}", list.len()) };
+    let first_ssts: BTreeMap<&str, &str> =
+        first.files.iter().filter(|f| f.name.ends_with(".sst")).map(|f| (f.name.as_str(), f.object.as_str())).collect();
+    let mut reused = 0;
+    for file in second.files.iter().filter(|f| f.name.ends_with(".sst")) {
+        match first_ssts.get(file.name.as_str()) {
+            Some(object) => {
+                assert_eq!(file.uploaded_by, first.id, "{} was stored by the first backup", file.name);
+                assert_eq!(file.object, *object);
+                reused += 1;
+            }
+            None => assert_eq!(file.uploaded_by, second.id, "{} is new", file.name),
+        }
+    }
+    assert!(reused > 0, "the SSTs of the first backup are referred to");
+    assert!(second.uploaded().any(|f| f.name.ends_with(".sst")), "the small write made a new SST");
+    assert!(
+        second.uploaded_bytes() * 4 < first.uploaded_bytes(),
+        "the second upload ({} bytes) is a fraction of the first ({} bytes)",
+        second.uploaded_bytes(),
+        first.uploaded_bytes()
+    );
+    let listing = run_ok(&["backup", "list", "--from", &location], &[]);
+    assert!(listing.contains(&first.id) && listing.contains(&second.id), "{listing}");
+    run_ok(&["backup", "prune", "--from", &location, "--keep", "1"], &[]);
+    let left = manifests(&location).await;
+    assert_eq!(left.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec![second.id.as_str()]);
+    run_ok(&["backup", "verify", "--from", &location, "--id", &second.id], &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_or_missing_file_fails_verify_and_restore_by_name() {
+    let mut node = Node::start(&[]);
+    let mut acked = Acked::new();
+    create_topic(&node, "bad", 1, &[]).await;
+    produce(&node, "bad", 1, "none", 500, &mut acked).await;
+    assert_eq!(node.terminate(), Some(0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = dir.path().join("store");
+    let location = location.to_str().expect("utf-8");
+    let data_dir = node.data_dir.to_str().expect("utf-8");
+    // Offline: the node is stopped.
+    run_ok(&["backup", "create", "--data-dir", data_dir, "--to", location, "--compression", "gzip"], &[]);
+    let manifest = manifests(location).await.pop().expect("backup");
+    let victim = manifest.files.iter().filter(|f| f.name.ends_with(".sst")).max_by_key(|f| f.size).expect("an SST");
+    let object = dir.path().join("store").join(&victim.object);
+    let mut bytes = std::fs::read(&object).expect("object");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&object, &bytes).expect("flip a byte");
+
+    let (ok, _, stderr) = chronik(&["backup", "verify", "--from", location, "--id", &manifest.id], &[]);
+    assert!(!ok && stderr.contains(&victim.name), "verify names {}: {stderr}", victim.name);
+    let target = dir.path().join("never");
+    let target_str = target.to_str().expect("utf-8");
+    let restore = ["backup", "restore", "--from", location, "--id", &manifest.id, "--data-dir", target_str];
+    let (ok, _, stderr) = chronik(&restore, &[]);
+    assert!(!ok && stderr.contains(&victim.name), "restore names {}: {stderr}", victim.name);
+    assert!(!target.exists(), "nothing is written to the target");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1, "no staging dir is left behind");
+
+    std::fs::remove_file(&object).expect("remove");
+    let (ok, _, stderr) = chronik(&["backup", "verify", "--from", location, "--id", &manifest.id], &[]);
+    assert!(!ok && stderr.contains(&victim.name) && stderr.contains("missing"), "{stderr}");
+
+    // A non-empty target and an unknown id are refused with what is wrong.
+    let (ok, _, stderr) = chronik(&["backup", "restore", "--from", location, "--id", &manifest.id, "--data-dir", data_dir], &[]);
+    assert!(!ok && stderr.contains("is not empty"), "{stderr}");
+    let (ok, _, stderr) = chronik(&["backup", "verify", "--from", location, "--id", "no-such-id"], &[]);
+    assert!(!ok && stderr.contains("no-such-id"), "{stderr}");
+    let (ok, _, stderr) = chronik(&["backup", "list", "--from", "ftp://nowhere/x"], &[]);
+    assert!(!ok && stderr.contains("ftp://nowhere/x"), "{stderr}");
+}
+
+/// moto's S3 server on a free loopback port, stopped on drop.
+struct Moto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server (pip install 'moto[server]'; tests/clients/install-deps.sh does)");
+        let moto = Moto { child, port };
+        for _ in 0..300 {
+            if moto.request("GET /moto-api/ HTTP/1.1").is_some() {
+                return moto;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("moto_server did not come up on port {port}");
+    }
+
+    /// Sends one bodiless HTTP request; returns the status line.
+    fn request(&self, line: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let request = format!("{line}\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port);
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        response.lines().next().map(str::to_string)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_to_an_s3_compatible_store_restore_and_serve() {
+    let moto = Moto::start();
+    let status = moto.request("PUT /chronik-backups HTTP/1.1").expect("create bucket");
+    assert!(status.contains("200"), "bucket creation: {status}");
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let mut node = Node::start(&[]);
+    let mut acked = Acked::new();
+    create_topic(&node, "s3", 2, &[]).await;
+    produce(&node, "s3", 2, "lz4", 400, &mut acked).await;
+    assert_eq!(node.terminate(), Some(0));
+
+    let location = "s3://chronik-backups/cluster-a";
+    let data_dir = node.data_dir.to_str().expect("utf-8");
+    let created = run_ok(&["backup", "create", "--data-dir", data_dir, "--to", location], &env);
+    let id = created.split_whitespace().nth(2).expect("backup id").trim_end_matches(':').to_string();
+    assert!(run_ok(&["backup", "list", "--from", location], &env).contains(&id));
+    run_ok(&["backup", "verify", "--from", location, "--id", &id], &env);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let restored_dir = dir.path().join("restored");
+    let target = restored_dir.to_str().expect("utf-8");
+    run_ok(&["backup", "restore", "--from", location, "--id", &id, "--data-dir", target], &env);
+    let restored = Node::start_on(&restored_dir, &[]);
+    assert_serves(&restored, &acked);
+    drop(restored);
+    check_restored_dir_is_consistent(&restored_dir);
+}
+
+fn check_restored_dir_is_consistent(dir: &Path) {
+    let data = chronik_dump::DataDir::open(dir).expect("open restored dir");
+    let mut out = chronik_dump::Output::new(Vec::new(), chronik_dump::Format::JsonLines);
+    let problems = chronik_dump::check(&data, &mut out).expect("check");
+    assert!(problems.is_empty(), "{problems:?}");
+}
