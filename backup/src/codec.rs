@@ -70,13 +70,13 @@ pub fn digest<R: Read>(mut input: R) -> io::Result<Digest> {
 /// A writer that takes compressed chunks and writes the plain bytes to `W`, keeping a
 /// digest of them.
 pub struct Decompressor<W: Write> {
-    inner: Box<dyn FinishWrite<Counting<W>>>,
+    inner: Box<dyn FinishWrite<Counting<W>> + Send>,
 }
 
-impl<W: Write + 'static> Decompressor<W> {
+impl<W: Write + Send + 'static> Decompressor<W> {
     pub fn new(output: W, compression: Compression) -> io::Result<Decompressor<W>> {
         let counting = Counting { inner: output, hasher: crc32fast::Hasher::new(), size: 0 };
-        let inner: Box<dyn FinishWrite<Counting<W>>> = match compression {
+        let inner: Box<dyn FinishWrite<Counting<W>> + Send> = match compression {
             Compression::Zstd => Box::new(zstd::stream::write::Decoder::new(counting)?),
             Compression::Gzip => Box::new(flate2::write::GzDecoder::new(counting)),
             Compression::None => Box::new(Plain(counting)),

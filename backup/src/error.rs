@@ -8,12 +8,6 @@ use thiserror::Error;
 pub enum Error {
     #[error("invalid backup location {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error("object store at {url}: {source}")]
-    Store {
-        url: String,
-        #[source]
-        source: object_store::Error,
-    },
     #[error("no backup {id:?} in {url}")]
     NotFound { id: String, url: String },
     #[error("manifest {object}: {detail}")]

@@ -14,8 +14,7 @@ use chronik_replication::{Replication, ReplicationConfig};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::rpc::proto::admin_client::AdminClient;
-use crate::rpc::proto::CreateBackupRequest;
+use crate::rpc::wire::CreateBackupRequest;
 
 #[derive(Subcommand)]
 pub enum Backup {
@@ -78,14 +77,14 @@ pub fn run(command: Backup) -> anyhow::Result<()> {
             Backup::Verify { from, id } => {
                 let store = BackupStore::open(&from)?;
                 let progress = CliProgress::new("verify");
-                let verified = store.verify(&id, progress.clone()).await?;
+                let verified = store.verify(&id, progress.as_ref())?;
                 progress.finish();
                 println!("backup {id} is intact: {} files, {} bytes", verified.files, verified.bytes);
                 Ok(())
             }
             Backup::Restore { from, id, data_dir } => restore(&from, &id, &data_dir).await,
             Backup::Prune { from, keep } => {
-                let pruned = BackupStore::open(&from)?.prune(keep).await?;
+                let pruned = BackupStore::open(&from)?.prune(keep)?;
                 for id in &pruned.backups {
                     println!("deleted backup {id}");
                 }
@@ -116,10 +115,9 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
 
 async fn create_online(node: &str, to: &str, compression: Compression) -> anyhow::Result<Manifest> {
     let endpoint = if node.contains("://") { node.to_string() } else { format!("http://{node}") };
-    let mut client =
-        AdminClient::connect(endpoint.clone()).await.with_context(|| format!("cannot reach the node at {node}"))?;
     let request = CreateBackupRequest { to: to.to_string(), compression: compression.to_string() };
-    let mut stream = client.create_backup(request).await.map_err(|s| anyhow::anyhow!("{node}: {}", s.message()))?.into_inner();
+    let mut stream =
+        crate::rpc::create_backup_call(endpoint, request).await.map_err(|s| anyhow::anyhow!("{node}: {}", s.message()))?;
     let progress = CliProgress::new("backup");
     let mut files_done = 0;
     while let Some(message) = stream.message().await.map_err(|s| anyhow::anyhow!("{node}: {}", s.message()))? {
@@ -153,7 +151,7 @@ async fn create_offline(dir: &Path, to: &str, compression: Compression) -> anyho
     replication.shutdown();
     drop(replication);
     let progress = CliProgress::new("backup");
-    let manifest = store.create(engine, &dir.join("backup-staging"), compression, progress.clone()).await?;
+    let manifest = store.create(&engine, &dir.join("backup-staging"), compression, progress.as_ref())?;
     progress.finish();
     Ok(manifest)
 }
@@ -164,7 +162,7 @@ fn node_id(engine: &Engine) -> anyhow::Result<u64> {
 }
 
 async fn list(from: &str, json: bool) -> anyhow::Result<()> {
-    let manifests = BackupStore::open(from)?.list().await?;
+    let manifests = BackupStore::open(from)?.list()?;
     if json {
         for m in &manifests {
             println!("{}", serde_json::to_string(m)?);
@@ -204,7 +202,7 @@ async fn restore(from: &str, id: &str, target: &Path) -> anyhow::Result<()> {
     if staging.exists() {
         std::fs::remove_dir_all(&staging).with_context(|| format!("cannot remove {}", staging.display()))?;
     }
-    let result = restore_into(&store, id, &staging).await;
+    let result = restore_into(&store, id, &staging);
     let (manifest, node_id) = match result {
         Ok(done) => done,
         Err(e) => {
@@ -227,9 +225,9 @@ async fn restore(from: &str, id: &str, target: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn restore_into(store: &BackupStore, id: &str, staging: &Path) -> anyhow::Result<(Manifest, u64)> {
+fn restore_into(store: &BackupStore, id: &str, staging: &Path) -> anyhow::Result<(Manifest, u64)> {
     let progress = CliProgress::new("restore");
-    let manifest = store.restore(id, &staging.join("db"), progress.clone()).await?;
+    let manifest = store.restore(id, &staging.join("db"), progress.as_ref())?;
     progress.finish();
     let engine = Engine::open(&staging.join("db")).context("cannot open the restored store")?;
     let node_id = node_id(&engine)?;

@@ -69,7 +69,7 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
         What::RaftLog { group, limit } => chronik_dump::raft_log(&data, group, limit, &mut out)?,
         What::Check => {
             let problems = chronik_dump::check(&data, &mut out)?;
-            out.finish()?;
+            drop(out.finish()?);
             if !problems.is_empty() {
                 bail!("check found {} problems", problems.len());
             }
@@ -77,6 +77,6 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    out.finish()?;
+    drop(out.finish()?);
     Ok(())
 }

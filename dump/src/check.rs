@@ -120,7 +120,7 @@ fn check_raft(data: &DataDir, known: &BTreeSet<u64>, problems: &mut Vec<Problem>
     };
     for group in std::iter::once(META_GROUP).chain(known.iter().copied()) {
         let Some(state) = data.engine().partition_state(group)? else { continue };
-        let log = reader.group(group, 0)?;
+        let log = reader.group(group, 1)?;
         let last = reader.last_index(group).unwrap_or(0).max(log.truncated.0);
         if state.applied_index > last {
             problems.push(Problem {

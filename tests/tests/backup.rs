@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +33,8 @@ async fn produce(node: &Node, topic: &str, partitions: i32, codec: &str, n: usiz
         futures.push((producer.send_result(record).expect("queue"), key.clone(), value.clone()));
     }
     for (future, key, value) in futures {
-        let (partition, offset) = future.await.expect("delivery").expect("acknowledged");
-        acked.entry((topic.to_string(), partition)).or_default().push((offset, key, value));
+        let delivery = future.await.expect("delivery").expect("acknowledged");
+        acked.entry((topic.to_string(), delivery.partition)).or_default().push((delivery.offset, key, value));
     }
     for records in acked.values_mut() {
         records.sort_by_key(|r| r.0);
@@ -86,17 +86,19 @@ async fn online_backup_while_producing_restores_every_acknowledged_record() {
     // A producer keeps writing to its own topic while the backup runs.
     create_topic(&node, "rt-live", 1, &[]).await;
     let writing = Arc::new(AtomicBool::new(true));
+    let live_acked = Arc::new(AtomicUsize::new(0));
     let live_producer = producer(&node, &[("linger.ms", "1")]);
     let writer = {
-        let writing = writing.clone();
+        let (writing, live_acked) = (writing.clone(), live_acked.clone());
         tokio::spawn(async move {
             let mut acked = Vec::new();
             let mut i = 0u64;
             while writing.load(Ordering::Relaxed) {
                 let value = format!("live-{i}");
                 let record = FutureRecord::<(), _>::to("rt-live").partition(0).payload(&value);
-                let (_, offset) = live_producer.send(record, Duration::from_secs(10)).await.expect("live ack");
-                acked.push((offset, value.into_bytes()));
+                let delivery = live_producer.send(record, Duration::from_secs(10)).await.expect("live ack");
+                acked.push((delivery.offset, value.into_bytes()));
+                live_acked.store(acked.len(), Ordering::Release);
                 i += 1;
             }
             acked
@@ -108,6 +110,8 @@ async fn online_backup_while_producing_restores_every_acknowledged_record() {
     let location = dir.path().join("backups");
     let location = location.to_str().expect("utf-8");
     let rpc = node.rpc_addr();
+    let acked_before_backup = live_acked.load(Ordering::Acquire);
+    assert!(acked_before_backup > 0, "the producer is writing when the backup starts");
     let output = tokio::task::spawn_blocking({
         let location = location.to_string();
         move || run_ok(&["backup", "create", "--node", &rpc, "--to", &location], &[])
@@ -135,7 +139,11 @@ async fn online_backup_while_producing_restores_every_acknowledged_record() {
     // before the backup started at least, byte for byte, and nothing invented.
     let probe = consumer(&restored, "rt-live", 0, Offset::Beginning, &[]);
     let (_, high) = probe.fetch_watermarks("rt-live", 0, Duration::from_secs(5)).expect("watermarks");
-    assert!(high > 0 && high as usize <= live.len(), "restored high watermark {high} of {} acked", live.len());
+    assert!(
+        high as usize >= acked_before_backup && high as usize <= live.len(),
+        "restored high watermark {high}: {acked_before_backup} acknowledged before the backup, {} in all",
+        live.len()
+    );
     let got = consume(&probe, high as usize, Duration::from_secs(30));
     assert_eq!(got.len(), high as usize);
     for (g, (offset, value)) in got.iter().zip(&live) {
@@ -144,11 +152,11 @@ async fn online_backup_while_producing_restores_every_acknowledged_record() {
 
     // New writes continue after the restored offsets.
     let next = producer(&restored, &[]);
-    let (_, offset) = next
+    let delivery = next
         .send(FutureRecord::<(), _>::to("rt-zstd").partition(0).payload("after restore"), Duration::from_secs(10))
         .await
         .expect("write after restore");
-    assert_eq!(offset, 600);
+    assert_eq!(delivery.offset, 600);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

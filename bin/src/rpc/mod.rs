@@ -1,29 +1,35 @@
 //! The rpc listener (`--rpc-addr`): one tonic server carrying every gRPC service of a
-//! node. Today that is the admin API (`chronik.admin.v1.Admin`); another service is one
-//! more `add_service` line in [`router`].
+//! node. Today that is the admin API (`chronik.admin.v1.Admin`, contract in
+//! `bin/proto/chronik/admin/v1/admin.proto`); another service is one more
+//! `add_service` line in [`router`].
 
+pub mod wire;
+
+use std::convert::Infallible;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use chronik_backup::{BackupStore, Compression, Progress};
 use chronik_engine::Engine;
 use futures::Stream;
 use tokio::sync::mpsc;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic::{Request, Response, Status};
 
-pub mod proto {
-    tonic::include_proto!("chronik.admin.v1");
-}
+use wire::{CreateBackupProgress, CreateBackupRequest, WireCodec};
 
-use proto::admin_server::{Admin, AdminServer};
-use proto::{CreateBackupProgress, CreateBackupRequest};
+/// The gRPC path of `Admin.CreateBackup`.
+pub const CREATE_BACKUP_PATH: &str = "/chronik.admin.v1.Admin/CreateBackup";
 
 /// Every gRPC service of a node, ready to serve.
 pub fn router(admin: AdminService) -> Router {
-    tonic::transport::Server::builder().add_service(AdminServer::new(admin))
+    tonic::transport::Server::builder().add_service(AdminServer(Arc::new(admin)))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
@@ -54,19 +60,9 @@ impl AdminService {
         }
         AdminService { engine, scratch, backup_running: Arc::new(AtomicBool::new(false)) }
     }
-}
 
-type ProgressStream = Pin<Box<dyn Stream<Item = Result<CreateBackupProgress, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Admin for AdminService {
-    type CreateBackupStream = ProgressStream;
-
-    async fn create_backup(
-        &self,
-        request: Request<CreateBackupRequest>,
-    ) -> Result<Response<ProgressStream>, Status> {
-        let request = request.into_inner();
+    /// Starts a backup and returns its progress stream; the last item carries the manifest.
+    fn create_backup(&self, request: CreateBackupRequest) -> Result<ProgressStream, Status> {
         let compression = match request.compression.as_str() {
             "" => Compression::default(),
             name => name.parse().map_err(|e: chronik_backup::Error| Status::invalid_argument(e.to_string()))?,
@@ -78,25 +74,94 @@ impl Admin for AdminService {
         let running = RunningGuard(self.backup_running.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let (engine, scratch) = (self.engine.clone(), self.scratch.clone());
-        tokio::spawn(async move {
+        // Checkpoint, compression and upload block: they run on the blocking pool.
+        tokio::task::spawn_blocking(move || {
             let _running = running;
-            let progress = Arc::new(StreamProgress::new(tx.clone()));
+            let progress = StreamProgress::new(tx.clone());
             tracing::info!(to = %request.to, %compression, "backup started");
-            let result = store.create(engine, &scratch, compression, progress.clone()).await;
-            let last = result.map(|manifest| {
-                tracing::info!(id = %manifest.id, files = manifest.files.len(), uploaded_bytes = manifest.uploaded_bytes(), "backup done");
-                let mut last = progress.snapshot();
-                last.manifest_json = String::from_utf8_lossy(&manifest.to_json()).into_owned();
-                last
-            });
-            if let Err(e) = &last {
-                tracing::warn!(error = %e, "backup failed");
-            }
-            let _ = tx.send(last.map_err(|e| status(&e)));
+            let result = store.create(&engine, &scratch, compression, &progress);
+            let last = match result {
+                Ok(manifest) => {
+                    tracing::info!(
+                        id = %manifest.id,
+                        files = manifest.files.len(),
+                        uploaded_bytes = manifest.uploaded_bytes(),
+                        "backup done"
+                    );
+                    let mut last = progress.snapshot();
+                    last.manifest_json = String::from_utf8_lossy(&manifest.to_json()).into_owned();
+                    Ok(last)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "backup failed");
+                    Err(status(&e))
+                }
+            };
+            let _ = tx.send(last);
         });
-        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
     }
+}
+
+type ProgressStream = Pin<Box<dyn Stream<Item = Result<CreateBackupProgress, Status>> + Send>>;
+
+/// `chronik.admin.v1.Admin` as a tower service: routes by gRPC path.
+#[derive(Clone)]
+struct AdminServer(Arc<AdminService>);
+
+impl NamedService for AdminServer {
+    const NAME: &'static str = "chronik.admin.v1.Admin";
+}
+
+impl tonic::codegen::Service<http::Request<Body>> for AdminServer {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let service = self.0.clone();
+        match request.uri().path() {
+            CREATE_BACKUP_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(WireCodec::<CreateBackupProgress, CreateBackupRequest>::default());
+                Ok(grpc.server_streaming(CreateBackup(service), request).await)
+            }),
+            _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
+        }
+    }
+}
+
+struct CreateBackup(Arc<AdminService>);
+
+impl ServerStreamingService<CreateBackupRequest> for CreateBackup {
+    type Response = CreateBackupProgress;
+    type ResponseStream = ProgressStream;
+    type Future = tonic::codegen::BoxFuture<Response<ProgressStream>, Status>;
+
+    fn call(&mut self, request: Request<CreateBackupRequest>) -> Self::Future {
+        let outcome = self.0.create_backup(request.into_inner()).map(Response::new);
+        Box::pin(async move { outcome })
+    }
+}
+
+/// Calls `Admin.CreateBackup` on the node at `endpoint` (`http://HOST:PORT`).
+pub async fn create_backup_call(
+    endpoint: String,
+    request: CreateBackupRequest,
+) -> Result<tonic::Streaming<CreateBackupProgress>, Status> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot connect: {e}")))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static(CREATE_BACKUP_PATH);
+    let codec = WireCodec::<CreateBackupRequest, CreateBackupProgress>::default();
+    Ok(grpc.server_streaming(Request::new(request), path, codec).await?.into_inner())
 }
 
 /// The one mapping from backup errors to gRPC status codes.
@@ -107,7 +172,6 @@ pub fn status(e: &chronik_backup::Error) -> Status {
         E::BadUrl { .. } | E::Invalid(_) => Status::invalid_argument(message),
         E::NotFound { .. } => Status::not_found(message),
         E::Missing { .. } | E::Corrupt { .. } | E::BadManifest { .. } => Status::data_loss(message),
-        E::Store { .. } => Status::unavailable(message),
         E::Io { .. } | E::Engine(_) => Status::internal(message),
     }
 }
