@@ -1,5 +1,5 @@
-//! Backups end to end: real nodes, real librdkafka clients, real object stores (a local
-//! directory, and moto's S3 server on loopback), the real `chronik backup` CLI.
+//! Backups end to end: real nodes, real librdkafka clients, a real local-directory
+//! backup location, the real `chronik backup` CLI and admin gRPC service.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,8 +54,8 @@ fn assert_serves(node: &Node, acked: &Acked) {
     }
 }
 
-async fn manifests(location: &str) -> Vec<Manifest> {
-    BackupStore::open(location).expect("store").list().await.expect("list")
+fn manifests(location: &str) -> Vec<Manifest> {
+    BackupStore::open(location).expect("store").list().expect("list")
 }
 
 fn run_ok(args: &[&str], env: &[(&str, &str)]) -> String {
@@ -121,13 +121,14 @@ async fn online_backup_while_producing_restores_every_acknowledged_record() {
     writing.store(false, Ordering::Relaxed);
     let live = writer.await.expect("writer");
     assert!(output.contains("created backup"), "{output}");
-    let manifest = manifests(location).await.pop().expect("one backup");
+    let manifest = manifests(location).pop().expect("one backup");
     assert!(!manifest.groups.is_empty() && manifest.node_id == 1, "{manifest:?}");
 
     run_ok(&["backup", "verify", "--from", location, "--id", &manifest.id], &[]);
     let restored_dir = dir.path().join("restored");
     let restored_str = restored_dir.to_str().expect("utf-8");
     run_ok(&["backup", "restore", "--from", location, "--id", &manifest.id, "--data-dir", restored_str], &[]);
+    check_restored_dir_is_consistent(&restored_dir);
     let restored = Node::start_on(&restored_dir, &[]);
 
     assert_serves(&restored, &acked);
@@ -176,7 +177,7 @@ async fn a_second_backup_uploads_only_new_files() {
     produce(&node, "inc", 1, "none", 5, &mut acked).await;
     tokio::task::spawn_blocking(backup).await.expect("second");
 
-    let list = manifests(&location).await;
+    let list = manifests(&location);
     let [first, second] = list.as_slice() else { panic!("two backups expected, got {}", list.len()) };
     let first_ssts: BTreeMap<&str, &str> =
         first.files.iter().filter(|f| f.name.ends_with(".sst")).map(|f| (f.name.as_str(), f.object.as_str())).collect();
@@ -202,7 +203,7 @@ async fn a_second_backup_uploads_only_new_files() {
     let listing = run_ok(&["backup", "list", "--from", &location], &[]);
     assert!(listing.contains(&first.id) && listing.contains(&second.id), "{listing}");
     run_ok(&["backup", "prune", "--from", &location, "--keep", "1"], &[]);
-    let left = manifests(&location).await;
+    let left = manifests(&location);
     assert_eq!(left.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec![second.id.as_str()]);
     run_ok(&["backup", "verify", "--from", &location, "--id", &second.id], &[]);
 }
@@ -220,7 +221,7 @@ async fn a_corrupt_or_missing_file_fails_verify_and_restore_by_name() {
     let data_dir = node.data_dir.to_str().expect("utf-8");
     // Offline: the node is stopped.
     run_ok(&["backup", "create", "--data-dir", data_dir, "--to", location, "--compression", "gzip"], &[]);
-    let manifest = manifests(location).await.pop().expect("backup");
+    let manifest = manifests(location).pop().expect("backup");
     let victim = manifest.files.iter().filter(|f| f.name.ends_with(".sst")).max_by_key(|f| f.size).expect("an SST");
     let object = dir.path().join("store").join(&victim.object);
     let mut bytes = std::fs::read(&object).expect("object");
@@ -249,85 +250,6 @@ async fn a_corrupt_or_missing_file_fails_verify_and_restore_by_name() {
     assert!(!ok && stderr.contains("no-such-id"), "{stderr}");
     let (ok, _, stderr) = chronik(&["backup", "list", "--from", "ftp://nowhere/x"], &[]);
     assert!(!ok && stderr.contains("ftp://nowhere/x"), "{stderr}");
-}
-
-/// moto's S3 server on a free loopback port, stopped on drop.
-struct Moto {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto_server (pip install 'moto[server]'; tests/clients/install-deps.sh does)");
-        let moto = Moto { child, port };
-        for _ in 0..300 {
-            if moto.request("GET /moto-api/ HTTP/1.1").is_some() {
-                return moto;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("moto_server did not come up on port {port}");
-    }
-
-    /// Sends one bodiless HTTP request; returns the status line.
-    fn request(&self, line: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        let request = format!("{line}\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port);
-        stream.write_all(request.as_bytes()).ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        response.lines().next().map(str::to_string)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backups_to_an_s3_compatible_store_restore_and_serve() {
-    let moto = Moto::start();
-    let status = moto.request("PUT /chronik-backups HTTP/1.1").expect("create bucket");
-    assert!(status.contains("200"), "bucket creation: {status}");
-    let endpoint = format!("http://127.0.0.1:{}", moto.port);
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT", endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
-    let mut node = Node::start(&[]);
-    let mut acked = Acked::new();
-    create_topic(&node, "s3", 2, &[]).await;
-    produce(&node, "s3", 2, "lz4", 400, &mut acked).await;
-    assert_eq!(node.terminate(), Some(0));
-
-    let location = "s3://chronik-backups/cluster-a";
-    let data_dir = node.data_dir.to_str().expect("utf-8");
-    let created = run_ok(&["backup", "create", "--data-dir", data_dir, "--to", location], &env);
-    let id = created.split_whitespace().nth(2).expect("backup id").trim_end_matches(':').to_string();
-    assert!(run_ok(&["backup", "list", "--from", location], &env).contains(&id));
-    run_ok(&["backup", "verify", "--from", location, "--id", &id], &env);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let restored_dir = dir.path().join("restored");
-    let target = restored_dir.to_str().expect("utf-8");
-    run_ok(&["backup", "restore", "--from", location, "--id", &id, "--data-dir", target], &env);
-    let restored = Node::start_on(&restored_dir, &[]);
-    assert_serves(&restored, &acked);
-    drop(restored);
-    check_restored_dir_is_consistent(&restored_dir);
 }
 
 fn check_restored_dir_is_consistent(dir: &Path) {
