@@ -90,7 +90,8 @@ impl BackupStore {
             None if location.is_empty() => return Err(bad("empty location".into())),
             None => PathBuf::from(location),
         };
-        let store = LocalStore::new(&dir).map_err(|e| bad(format!("cannot create directory {}: {e}", dir.display())))?;
+        let store =
+            LocalStore::new(&dir).map_err(|e| bad(format!("cannot create directory {}: {e}", dir.display())))?;
         Ok(BackupStore { store: Arc::new(store), url: location.to_string() })
     }
 
@@ -185,7 +186,8 @@ impl BackupStore {
                 .meta_get(keys::META_NODE_ID)?
                 .and_then(|raw| <[u8; 8]>::try_from(raw.as_slice()).ok())
                 .map_or(0, u64::from_be_bytes);
-            let cluster_id = copy.meta_get(keys::META_CLUSTER_ID)?.map(|raw| String::from_utf8_lossy(&raw).into_owned());
+            let cluster_id =
+                copy.meta_get(keys::META_CLUSTER_ID)?.map(|raw| String::from_utf8_lossy(&raw).into_owned());
             let groups = copy
                 .partition_states()?
                 .into_iter()
@@ -230,7 +232,8 @@ impl BackupStore {
         Ok(known)
     }
 
-    /// Refers to `previous` if the local file has its CRC, else uploads the file.
+    /// Refers to `previous` if the local file has its CRC and its object is still there,
+    /// else uploads the file.
     fn store_file(
         &self,
         id: &str,
@@ -242,7 +245,9 @@ impl BackupStore {
     ) -> Result<FileEntry> {
         if let Some(previous) = previous {
             let digest = std::fs::File::open(path).and_then(codec::digest).map_err(Error::io(path))?;
-            if digest.crc32 == previous.crc32 && digest.size == previous.size {
+            // A lost object is uploaded again rather than referred to: a new backup heals.
+            let stored = self.store.get(&previous.object).is_ok();
+            if digest.crc32 == previous.crc32 && digest.size == previous.size && stored {
                 progress.advance(digest.size);
                 progress.file_done(name, false);
                 return Ok(previous);

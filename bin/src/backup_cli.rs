@@ -116,8 +116,9 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
 async fn create_online(node: &str, to: &str, compression: Compression) -> anyhow::Result<Manifest> {
     let endpoint = if node.contains("://") { node.to_string() } else { format!("http://{node}") };
     let request = CreateBackupRequest { to: to.to_string(), compression: compression.to_string() };
-    let mut stream =
-        crate::rpc::create_backup_call(endpoint, request).await.map_err(|s| anyhow::anyhow!("{node}: {}", s.message()))?;
+    let mut stream = crate::rpc::create_backup_call(endpoint, request)
+        .await
+        .map_err(|s| anyhow::anyhow!("{node}: {}", s.message()))?;
     let progress = CliProgress::new("backup");
     let mut files_done = 0;
     while let Some(message) = stream.message().await.map_err(|s| anyhow::anyhow!("{node}: {}", s.message()))? {
@@ -169,7 +170,10 @@ async fn list(from: &str, json: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    println!("{:<24} {:<20} {:>5} {:>6} {:>14} {:>14} {:>14}", "ID", "CREATED", "NODE", "FILES", "BYTES", "STORED", "UPLOADED");
+    println!(
+        "{:<24} {:<20} {:>5} {:>6} {:>14} {:>14} {:>14}",
+        "ID", "CREATED", "NODE", "FILES", "BYTES", "STORED", "UPLOADED"
+    );
     for m in &manifests {
         println!(
             "{:<24} {:<20} {:>5} {:>6} {:>14} {:>14} {:>14}",
@@ -318,4 +322,3 @@ impl Progress for CliProgress {
         self.line(&format!("{name} {}", if moved { "done" } else { "already stored" }));
     }
 }
-

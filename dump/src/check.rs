@@ -46,7 +46,11 @@ pub fn check<W: std::io::Write>(data: &DataDir, out: &mut Output<W>) -> Result<V
         }
     }
     for uid in owners.difference(&known) {
-        problems.push(Problem { place: format!("uid {uid}"), offset: None, detail: "batches of no known partition".into() });
+        problems.push(Problem {
+            place: format!("uid {uid}"),
+            offset: None,
+            detail: "batches of no known partition".into(),
+        });
     }
     check_raft(data, &known, &mut problems)?;
     for p in &problems {

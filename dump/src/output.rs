@@ -66,7 +66,7 @@ impl<W: Write> Output<W> {
                 .map(|row| {
                     columns
                         .iter()
-                        .map(|c| row.iter().find(|(k, _)| k == c).map_or(String::new(), |(_, v)| cell(v)))
+                        .map(|c| row.iter().find(|(k, _)| k == c).map_or("-".to_string(), |(_, v)| cell(v)))
                         .collect()
                 })
                 .collect();

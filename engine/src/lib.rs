@@ -71,7 +71,8 @@ impl Engine {
         Ok(Engine { db })
     }
 
-    /// Writes a consistent copy of the store to `dir` (which must not exist): flushes
+    /// Writes a consistent copy of the store to `dir` (which must not exist, in a
+    /// directory that does): flushes
     /// every column family atomically, then hard-links the immutable SST and blob files
     /// and copies the small metadata files. Every write made before the call is in it.
     pub fn checkpoint(&self, dir: &Path) -> Result<()> {

@@ -47,6 +47,7 @@ async fn a_checkpoint_with_a_seeded_log_restarts_where_it_was_taken() {
 
     // Copy while the node runs; the copy's writes are applied but were never flushed.
     let restored_dir = dir.path().join("restored");
+    std::fs::create_dir_all(&restored_dir).expect("mkdir");
     live_engine.checkpoint(&restored_dir.join("db")).expect("checkpoint");
     live.submit_append(uid, &batch(1)).await.expect("submit").await.expect("applied after the copy");
     {

@@ -244,7 +244,8 @@ async fn a_corrupt_or_missing_file_fails_verify_and_restore_by_name() {
     assert!(!ok && stderr.contains(&victim.name) && stderr.contains("missing"), "{stderr}");
 
     // A non-empty target and an unknown id are refused with what is wrong.
-    let (ok, _, stderr) = chronik(&["backup", "restore", "--from", location, "--id", &manifest.id, "--data-dir", data_dir], &[]);
+    let (ok, _, stderr) =
+        chronik(&["backup", "restore", "--from", location, "--id", &manifest.id, "--data-dir", data_dir], &[]);
     assert!(!ok && stderr.contains("is not empty"), "{stderr}");
     let (ok, _, stderr) = chronik(&["backup", "verify", "--from", location, "--id", "no-such-id"], &[]);
     assert!(!ok && stderr.contains("no-such-id"), "{stderr}");

@@ -47,7 +47,8 @@ async fn produce_mixed(node: &Node) -> usize {
         let producer = producer(node, &[("compression.codec", codec), ("linger.ms", "5")]);
         let mut futures = Vec::new();
         for i in 0..n {
-            let value: Vec<u8> = if i % 3 == 0 { vec![0xff, 0xfe, i as u8] } else { format!("{codec}-{i}").into_bytes() };
+            let value: Vec<u8> =
+                if i % 3 == 0 { vec![0xff, 0xfe, i as u8] } else { format!("{codec}-{i}").into_bytes() };
             let key = format!("k{i}");
             let headers = OwnedHeaders::new().insert(Header { key: "codec", value: Some(codec) });
             let mut record = FutureRecord::to("dumped").partition(0).payload(&value).headers(headers);
@@ -123,17 +124,24 @@ async fn dump_records_prints_what_a_consumer_reads_and_check_finds_a_corrupt_bat
         })
         .collect();
     assert_eq!(dumped, consumed, "dump records prints exactly what the consumer read");
-    let compressions: std::collections::BTreeSet<&str> = rows.iter().filter_map(|r| r["compression"].as_str()).collect();
+    let compressions: std::collections::BTreeSet<&str> =
+        rows.iter().filter_map(|r| r["compression"].as_str()).collect();
     assert_eq!(compressions, ["none", "snappy", "zstd"].into_iter().collect());
 
     // --from-offset and --limit select a window.
     let window = RecordsQuery { from_offset: Some(200), limit: Some(7), ..query.clone() };
     let rows = dump_rows(&data, |d, out| chronik_dump::records(d, &window, out).expect("records"));
-    assert_eq!(rows.iter().map(|r| r["offset"].as_i64().expect("offset")).collect::<Vec<_>>(), (200..207).collect::<Vec<_>>());
+    assert_eq!(
+        rows.iter().map(|r| r["offset"].as_i64().expect("offset")).collect::<Vec<_>>(),
+        (200..207).collect::<Vec<_>>()
+    );
 
     let topics = dump_rows(&data, |d, out| chronik_dump::topics(d, out).expect("topics"));
     assert_eq!(topics.len(), 1);
-    assert_eq!((topics[0]["topic"].as_str(), topics[0]["configs"]["retention.ms"].as_str()), (Some("dumped"), Some("-1")));
+    assert_eq!(
+        (topics[0]["topic"].as_str(), topics[0]["configs"]["retention.ms"].as_str()),
+        (Some("dumped"), Some("-1"))
+    );
     let partitions = dump_rows(&data, |d, out| chronik_dump::partitions(d, out).expect("partitions"));
     assert_eq!(partitions[0]["next_offset"].as_i64(), Some(sent as i64));
     let meta_log = dump_rows(&data, |d, out| chronik_dump::raft_log(d, 0, 1000, out).expect("raft log"));
