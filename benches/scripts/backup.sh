@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Backup and restore throughput on a data dir of about GB gigabytes of log-like JSON
-# records, and the stored size ratio with zstd (the default) and gzip.
+# records, and the stored size ratio with zstd (COMPRESSIONS="zstd gzip" adds gzip).
 #   cargo build --bin chronik            (or --release, with CHRONIK_BIN set)
 #   benches/scripts/backup.sh [GB]       (default 2)
 # Needs python3 with confluent-kafka (tests/clients/install-deps.sh installs it).
@@ -22,7 +22,7 @@ field() { "$B" backup list --from "$1" --json | tail -1 | python3 -c "
 import json, sys; m = json.load(sys.stdin)
 print({'id': m['id'], 'total': sum(f['size'] for f in m['files']), 'stored': sum(f['stored_size'] for f in m['files'])}['$2'])"; }
 
-for compression in zstd gzip; do
+for compression in ${COMPRESSIONS:-zstd}; do
     store="$W/store-$compression"
     t=$(seconds "$B" backup create --node 127.0.0.1:19312 --to "$store" --compression "$compression")
     total=$(field "$store" total); stored=$(field "$store" stored); id=$(field "$store" id)
