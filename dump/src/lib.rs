@@ -96,7 +96,7 @@ impl DataDir {
 
     /// A reader over a copy of the Raft log (made on first use).
     fn raft_log(&self) -> Result<LogReader> {
-        let copy = self.scratch.path().join(format!("raft-{}", uuid_like()));
+        let copy = self.scratch.path().join(format!("raft-{}", unique_suffix()));
         Ok(LogReader::open_copy(&self.dir.join("raft"), &copy)?)
     }
 
@@ -135,7 +135,7 @@ impl DataDir {
     }
 }
 
-fn uuid_like() -> String {
+fn unique_suffix() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{nanos:x}")
 }
