@@ -55,13 +55,13 @@ pub enum Backup {
 
 #[derive(Args)]
 pub struct CreateArgs {
-    /// A running node's rpc address (HOST:PORT); the node uploads, with its own credentials.
+    /// A running node's rpc address (HOST:PORT); the node writes the backup itself.
     #[arg(long, conflicts_with = "data_dir", required_unless_present = "data_dir")]
     node: Option<String>,
     /// A stopped node's data dir.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Backup location: a directory, file:///dir, s3://bucket/prefix, gs://..., az://...
+    /// Backup location: a directory or file:///dir.
     #[arg(long)]
     to: String,
     /// zstd, gzip or none.
