@@ -1,10 +1,13 @@
-//! `chronik`: run a node (`start`) or load-test one (`bench`). Wiring only; the work is
-//! in the library crates.
+//! `chronik`: run a node (`start`), load-test one (`bench`), back it up (`backup`), or
+//! read its data offline (`dump`). Wiring only; the work is in the library crates.
 
 mod alloc;
+mod backup_cli;
 mod bench;
 mod bench_groups;
+mod dump_cli;
 mod http;
+mod rpc;
 mod settings;
 
 use std::path::PathBuf;
@@ -35,6 +38,11 @@ enum Command {
     /// Load-test a broker (this or any Kafka-compatible one).
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Create, list, verify, restore and prune backups.
+    #[command(subcommand)]
+    Backup(backup_cli::Backup),
+    /// Print what a data dir holds (read-only), as JSON lines or a table.
+    Dump(dump_cli::DumpArgs),
 }
 
 #[derive(Args)]
@@ -113,6 +121,8 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(start(settings))
         }
         Command::Bench(bench) => bench::run(bench),
+        Command::Backup(command) => backup_cli::run(command),
+        Command::Dump(args) => dump_cli::run(args),
     }
 }
 
@@ -133,11 +143,22 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
+    let rpc_listener = tokio::net::TcpListener::bind(settings.rpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for RPC on {}", settings.rpc_addr))?;
     let kafka_addr = kafka.local_addr()?;
     let http_addr = http.local_addr()?;
+    let rpc_addr = rpc_listener.local_addr()?;
     // Port 0 binds any free port; advertise and report the one we got.
     let advertise_port = if settings.advertise_port == 0 { kafka_addr.port() } else { settings.advertise_port };
-    write_listeners(&settings.data_dir, kafka_addr, http_addr)?;
+    let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rpc_router = rpc::router(rpc::AdminService::new(engine.clone(), &settings.data_dir));
+    let rpc_task = tokio::spawn(async move {
+        if let Err(e) = rpc::serve(rpc_router, rpc_listener, async move { rpc_stopped.await.unwrap_or(()) }).await {
+            tracing::error!(error = %e, "rpc server failed");
+        }
+    });
+    write_listeners(&settings.data_dir, kafka_addr, http_addr, rpc_addr)?;
 
     let topic_defaults = TopicDefaults {
         retention_ms: settings.log_retention_ms,
@@ -175,7 +196,7 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
         kafka = %kafka_addr,
         advertised = %format!("{}:{}", settings.advertise_host, advertise_port),
         http = %http_addr,
-        rpc_reserved = %settings.rpc_addr,
+        rpc = %rpc_addr,
         data_dir = %settings.data_dir.display(),
         "chronik node started"
     );
@@ -184,21 +205,24 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("stopped accepting; flushing");
     retention_task.abort();
     http_task.abort();
+    let _ = rpc_stop.send(());
+    rpc_task.abort();
     replication.shutdown();
     tracing::info!("chronik node stopped");
     Ok(())
 }
 
 /// Records the bound addresses in `<data-dir>/listeners` (`kafka=HOST:PORT`,
-/// `http=HOST:PORT`), so whoever started the node with port 0 can find it.
+/// `http=HOST:PORT`, `rpc=HOST:PORT`), so whoever started the node with port 0 can find it.
 fn write_listeners(
     data_dir: &std::path::Path,
     kafka: std::net::SocketAddr,
     http: std::net::SocketAddr,
+    rpc: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
     let path = data_dir.join("listeners");
     let tmp = data_dir.join("listeners.tmp");
-    std::fs::write(&tmp, format!("kafka={kafka}\nhttp={http}\n"))
+    std::fs::write(&tmp, format!("kafka={kafka}\nhttp={http}\nrpc={rpc}\n"))
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
@@ -207,8 +231,7 @@ fn write_listeners(
 /// Checks the data dir belongs to this node id and returns the cluster id, creating
 /// both on first start.
 fn identify(engine: &Engine, node_id: u64) -> anyhow::Result<String> {
-    const NODE_ID_KEY: &[u8] = b"node_id";
-    const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
+    use chronik_engine::keys::{META_CLUSTER_ID as CLUSTER_ID_KEY, META_NODE_ID as NODE_ID_KEY};
     if let Some(raw) = engine.meta_get(NODE_ID_KEY)? {
         let stored = u64::from_be_bytes(raw.as_slice().try_into().context("corrupt node id in meta")?);
         if stored != node_id {

@@ -8,6 +8,8 @@ pub enum Error {
     CorruptKey(&'static str),
     #[error("corrupt partition state row: {0}")]
     CorruptState(String),
+    #[error("no column family named {0:?}")]
+    UnknownColumnFamily(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -1,6 +1,11 @@
 //! Key encodings. Integers are big-endian so that byte order is numeric order;
 //! signed values are stored with the sign bit flipped for the same reason.
 
+/// `meta`: this node's id (u64 BE), written once at first start.
+pub const META_NODE_ID: &[u8] = b"node_id";
+/// `meta`: the cluster id (UTF-8), written once at first start.
+pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
+
 /// Flips the sign bit so that signed integers sort correctly as unsigned bytes.
 fn order_i64(v: i64) -> [u8; 8] {
     ((v as u64) ^ (1 << 63)).to_be_bytes()

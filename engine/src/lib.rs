@@ -59,6 +59,65 @@ impl Engine {
         Ok(Engine { db })
     }
 
+    /// Opens the store of a possibly running node as a RocksDB secondary instance: it
+    /// sees what the primary has flushed (applied writes skip the WAL, so memtables are
+    /// invisible) and never writes to `path`. `scratch` holds the secondary's own files.
+    pub fn open_secondary(path: &Path, scratch: &Path) -> Result<Engine> {
+        let mut opts = Options::default();
+        // A secondary must keep every file open: the primary may delete them at any time.
+        opts.set_max_open_files(-1);
+        let db = DB::open_cf_as_secondary(&opts, path, scratch, cf::ALL)?;
+        db.try_catch_up_with_primary()?;
+        Ok(Engine { db })
+    }
+
+    /// Writes a consistent copy of the store to `dir` (which must not exist, in a
+    /// directory that does): flushes
+    /// every column family atomically, then hard-links the immutable SST and blob files
+    /// and copies the small metadata files. Every write made before the call is in it.
+    pub fn checkpoint(&self, dir: &Path) -> Result<()> {
+        self.flush()?;
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// Every state row of the `partition` column family, as (group id, state), in id order.
+    pub fn partition_states(&self) -> Result<Vec<(u64, PartitionState)>> {
+        let mut states = Vec::new();
+        for item in self.db.iterator_cf(self.cf(cf::PARTITION), IteratorMode::Start) {
+            let (key, value) = item?;
+            // State rows are keyed by the bare uid; producer and epoch rows are longer.
+            if let Ok(raw) = <[u8; 8]>::try_from(&key[..]) {
+                states.push((u64::from_be_bytes(raw), PartitionState::decode(&value)?));
+            }
+        }
+        Ok(states)
+    }
+
+    /// Rows of any column family with keys starting with `prefix`, in key order, for
+    /// offline tools; `limit` caps how many are returned.
+    pub fn scan(&self, cf_name: &str, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let handle = self.db.cf_handle(cf_name).ok_or(Error::UnknownColumnFamily(cf_name.to_string()))?;
+        let mut rows = Vec::new();
+        for item in self.db.iterator_cf(handle, IteratorMode::From(prefix, Direction::Forward)) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || rows.len() >= limit {
+                break;
+            }
+            rows.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(rows)
+    }
+
+    /// The first key of a column family at or after `from`.
+    pub fn next_key(&self, cf_name: &str, from: &[u8]) -> Result<Option<Vec<u8>>> {
+        let handle = self.db.cf_handle(cf_name).ok_or(Error::UnknownColumnFamily(cf_name.to_string()))?;
+        let mut iter = self.db.raw_iterator_cf(handle);
+        iter.seek(from);
+        iter.status()?;
+        Ok(iter.key().map(<[u8]>::to_vec))
+    }
+
     /// An empty batch of changes to this store.
     pub fn batch(&self) -> WriteBatch<'_> {
         WriteBatch { engine: self, inner: rocksdb::WriteBatch::default() }

@@ -134,3 +134,34 @@ fn group_rows_scan_by_prefix_and_delete_by_prefix() {
     assert!(engine.group_rows(7, b"").unwrap().is_empty());
     assert_eq!(engine.group_rows(8, b"").unwrap().len(), 1, "other partitions keep their rows");
 }
+
+#[test]
+fn a_checkpoint_holds_memtable_only_writes_and_every_state_row() {
+    let (dir, engine) = open();
+    append(&engine, 3, &[(0, b"batch")]);
+    let mut wb = engine.batch();
+    let state = PartitionState { applied_index: 9, applied_term: 2, next_offset: 1, ..Default::default() };
+    wb.put_partition_state(3, &state);
+    wb.put_producer_state(3, 77, b"producer row");
+    wb.put_partition_state(0, &PartitionState { applied_index: 4, ..Default::default() });
+    engine.write(wb, Durability::Memtable).expect("write");
+
+    let copy = dir.path().join("checkpoint");
+    engine.checkpoint(&copy).expect("checkpoint");
+    let restored = Engine::open_read_only(&copy).expect("open checkpoint");
+    assert_eq!(restored.stored_batch(3, 0).expect("read"), Some(b"batch".to_vec()));
+    let states = restored.partition_states().expect("states");
+    assert_eq!(states, vec![(0, PartitionState { applied_index: 4, ..Default::default() }), (3, state)]);
+}
+
+#[test]
+fn a_secondary_sees_flushed_writes_of_a_live_primary() {
+    let (dir, engine) = open();
+    append(&engine, 5, &[(0, b"flushed")]);
+    engine.flush().expect("flush");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let secondary = Engine::open_secondary(dir.path(), scratch.path()).expect("secondary");
+    assert_eq!(secondary.stored_batch(5, 0).expect("read"), Some(b"flushed".to_vec()));
+    assert_eq!(secondary.scan(cf::LOG, &keys::uid_prefix(5), 10).expect("scan").len(), 1);
+    assert!(matches!(secondary.scan("nope", b"", 1), Err(Error::UnknownColumnFamily(_))));
+}

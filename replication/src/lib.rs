@@ -18,6 +18,7 @@ mod log_gc;
 mod logger;
 pub mod metadata;
 mod metrics;
+pub mod offline;
 mod partition;
 pub mod record_batch;
 pub mod retention;

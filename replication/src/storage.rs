@@ -62,6 +62,23 @@ impl GroupStorage {
         Ok(GroupStorage { id, log, hard_state, conf_state, truncated: (0, 0), last_index: 0, cache: VecDeque::new() })
     }
 
+    /// Writes into `batch` the state of group `id` restored from a store whose applied
+    /// index is `applied` (term `term`): a log compacted up to there, committed up to
+    /// there, and nothing to replay. The restore path of `chronik backup` uses it.
+    pub fn seed(id: u64, voters: &[u64], applied: u64, term: u64, batch: &mut LogBatch) -> raft::Result<()> {
+        let conf_state = ConfState { voters: voters.to_vec(), ..Default::default() };
+        batch.put_message(id, CONF_STATE_KEY.to_vec(), &conf_state).map_err(store_err)?;
+        let hard_state = HardState { term, vote: 0, commit: applied, ..Default::default() };
+        batch.put_message(id, HARD_STATE_KEY.to_vec(), &hard_state).map_err(store_err)?;
+        if applied > 0 {
+            let mut raw = Vec::with_capacity(16);
+            raw.extend_from_slice(&applied.to_be_bytes());
+            raw.extend_from_slice(&term.to_be_bytes());
+            batch.put(id, TRUNCATED_KEY.to_vec(), raw).map_err(store_err)?;
+        }
+        Ok(())
+    }
+
     /// Raises the commit index to `applied` when the applied state (flushed by RocksDB)
     /// got ahead of the last persisted hard state: those entries were committed.
     pub fn ensure_committed(&mut self, applied: u64) {

@@ -33,6 +33,8 @@ pub fn chronik_bin() -> PathBuf {
 pub struct Node {
     pub data_dir: PathBuf,
     pub kafka_port: u16,
+    /// The admin/Raft gRPC port (`rpc=` in `<data-dir>/listeners`).
+    pub rpc_port: u16,
     http_port: u16,
     extra: Vec<String>,
     child: Option<Child>,
@@ -45,16 +47,35 @@ impl Node {
     /// restarts reuse them, so clients reconnect to the same address.
     pub fn start(extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut node = Node {
-            data_dir: dir.path().join("data"),
+        let mut node = Node::on(dir.path().join("data"), extra);
+        node._dir = Some(dir);
+        node.spawn();
+        node
+    }
+
+    /// Starts a node on an existing data dir (a restored backup, say), which the caller
+    /// owns and removes.
+    pub fn start_on(data_dir: &Path, extra: &[&str]) -> Node {
+        let mut node = Node::on(data_dir.to_path_buf(), extra);
+        node.spawn();
+        node
+    }
+
+    fn on(data_dir: PathBuf, extra: &[&str]) -> Node {
+        Node {
+            data_dir,
             kafka_port: 0,
+            rpc_port: 0,
             http_port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
-            _dir: Some(dir),
-        };
-        node.spawn();
-        node
+            _dir: None,
+        }
+    }
+
+    /// The rpc address, for `chronik backup create --node`.
+    pub fn rpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.rpc_port)
     }
 
     pub fn bootstrap(&self) -> String {
@@ -69,7 +90,7 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--kafka-addr", &self.bootstrap()])
-            .args(["--rpc-addr", "127.0.0.1:0"])
+            .args(["--rpc-addr", &format!("127.0.0.1:{}", self.rpc_port)])
             .args(["--http-addr", &format!("127.0.0.1:{}", self.http_port)])
             .args(&self.extra)
             .env("CHRONIK_LOG", std::env::var("CHRONIK_LOG").unwrap_or_else(|_| "warn".into()))
@@ -83,9 +104,10 @@ impl Node {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Some((kafka, http)) = self.read_listeners() {
+            if let Some((kafka, http, rpc)) = self.read_listeners() {
                 self.kafka_port = kafka;
                 self.http_port = http;
+                self.rpc_port = rpc;
                 return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -97,13 +119,13 @@ impl Node {
     }
 
     /// The ports in `<data-dir>/listeners`, written once the node listens.
-    fn read_listeners(&self) -> Option<(u16, u16)> {
+    fn read_listeners(&self) -> Option<(u16, u16, u16)> {
         let text = std::fs::read_to_string(self.data_dir.join("listeners")).ok()?;
         let port = |name: &str| -> Option<u16> {
             let line = text.lines().find_map(|l| l.strip_prefix(name))?;
             line.rsplit_once(':')?.1.parse().ok()
         };
-        Some((port("kafka=")?, port("http=")?))
+        Some((port("kafka=")?, port("http=")?, port("rpc=")?))
     }
 
     /// SIGKILL: no flush, no goodbye.
@@ -141,6 +163,20 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Runs `chronik ARGS` to completion with extra environment variables; returns
+/// (success, stdout, stderr).
+pub fn chronik(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = Command::new(chronik_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .env("CHRONIK_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chronik");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
 }
 
 /// A producer; `extra` settings override the defaults.
