@@ -50,6 +50,8 @@ pub enum MetaCommand {
         delete: Vec<String>,
     },
     AllocateProducerId,
+    /// A node announces (or updates) its Kafka address, rack and data centre.
+    RegisterNode(crate::metadata::NodeInfo),
 }
 
 /// Encodes an append without first copying `records` into a command value.

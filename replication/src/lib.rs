@@ -5,7 +5,9 @@
 //! over a channel to the driver thread (`driver`), which owns every `RawNode`, persists
 //! the entries of all groups with one raft-engine write and one fsync per round, applies
 //! committed entries with one RocksDB write per round, and answers each proposal on apply.
-//! [`metadata`] and `partition` are the deterministic state machines.
+//! [`metadata`] and `partition` are the deterministic state machines. [`transport`]
+//! carries Raft messages between nodes (tonic) and forwards metadata commands to the
+//! group-0 leader.
 //!
 //! Architecture invariant: only the driver thread touches a `RawNode` or writes the
 //! store; tokio tasks reach it only through its channel and read the shared views.
@@ -18,10 +20,12 @@ mod logger;
 pub mod metadata;
 mod metrics;
 mod partition;
+pub mod placement;
 pub mod record_batch;
 pub mod retention;
 mod storage;
 pub mod topic_config;
+pub mod transport;
 mod view;
 
 use std::path::PathBuf;
@@ -33,7 +37,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 pub use driver::Applied;
 pub use error::{AppendError, ReplicationError};
-pub use metadata::{ClusterMeta, MetaOutcome, MetaRejection, PartitionMeta, TopicMeta};
+pub use metadata::{ClusterMeta, MetaOutcome, MetaRejection, NodeInfo, PartitionMeta, TopicMeta};
 pub use view::{PartitionView, ReadOutcome};
 
 use command::{MetaCommand, PartitionCommand};
@@ -60,6 +64,15 @@ pub struct ReplicationConfig {
     pub max_inflight_proposals: usize,
     /// How often applied state is flushed so the Raft log can be compacted.
     pub log_gc_interval: Duration,
+    /// Ticks without a leader before a follower starts an election (randomized up to
+    /// twice this); heartbeats go every quarter of it.
+    pub election_tick: usize,
+    /// Voters of the metadata group (group 0): the first 3 or 5 nodes.
+    pub meta_voters: Vec<u64>,
+    /// Every other node: learners of group 0, so they have all metadata.
+    pub meta_learners: Vec<u64>,
+    /// A follower that has not caught up for this long leaves the in-sync set.
+    pub replica_lag_time: Duration,
 }
 
 impl ReplicationConfig {
@@ -70,9 +83,27 @@ impl ReplicationConfig {
             tick_interval: Duration::from_millis(100),
             max_inflight_proposals: 4096,
             log_gc_interval: Duration::from_secs(30),
+            election_tick: 10,
+            meta_voters: vec![node_id],
+            meta_learners: Vec::new(),
+            replica_lag_time: Duration::from_secs(10),
         }
     }
+
+    /// A node of a cluster of `nodes` (ids in configuration order): group 0's voters
+    /// are the first 5 of 5 or more nodes, else the first 3, else all.
+    pub fn with_cluster(mut self, nodes: &[u64]) -> ReplicationConfig {
+        let voters = if nodes.len() >= 5 { 5 } else { nodes.len().min(3) };
+        self.meta_voters = nodes[..voters].to_vec();
+        self.meta_learners = nodes[voters..].to_vec();
+        self
+    }
 }
+
+/// Raft message batches from other nodes waiting for the driver, at most.
+const MAX_INBOUND_BATCHES: usize = 1024;
+/// How long a metadata proposal keeps retrying while group 0 has no leader.
+const META_PROPOSAL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The handle kafka-api uses: propose, await apply, read.
 pub struct Replication {
@@ -81,14 +112,26 @@ pub struct Replication {
     views: Arc<view::Views>,
     driver: driver::DriverHandle,
     inflight: Arc<Semaphore>,
+    inbound: Arc<Semaphore>,
+    transport: Arc<dyn transport::Transport>,
     _log_gc: log_gc::LogGc,
 }
 
 impl Replication {
-    /// Opens the Raft log, restores every group and starts the driver thread.
+    /// Opens the Raft log, restores every group and starts the driver thread of a node
+    /// without peers.
     pub fn start(config: ReplicationConfig, engine: Arc<Engine>) -> Result<Replication, ReplicationError> {
+        Replication::start_with(config, engine, Arc::new(transport::NoPeers))
+    }
+
+    /// As [`Replication::start`], reaching other nodes through `transport`.
+    pub fn start_with(
+        config: ReplicationConfig,
+        engine: Arc<Engine>,
+        transport: Arc<dyn transport::Transport>,
+    ) -> Result<Replication, ReplicationError> {
         let views = Arc::new(view::Views::default());
-        let driver = driver::DriverHandle::start(&config, engine.clone(), views.clone())?;
+        let driver = driver::DriverHandle::start(&config, engine.clone(), views.clone(), transport.clone())?;
         let log_gc = log_gc::LogGc::start(config.log_gc_interval, engine.clone(), views.clone(), driver.clone());
         Ok(Replication {
             node_id: config.node_id,
@@ -96,6 +139,8 @@ impl Replication {
             views,
             driver,
             inflight: Arc::new(Semaphore::new(config.max_inflight_proposals)),
+            inbound: Arc::new(Semaphore::new(MAX_INBOUND_BATCHES)),
+            transport,
             _log_gc: log_gc,
         })
     }
@@ -107,6 +152,18 @@ impl Replication {
     /// The current cluster metadata.
     pub fn cluster(&self) -> Arc<ClusterMeta> {
         self.views.cluster()
+    }
+
+    /// The node leading group 0 (the controller), if known.
+    pub fn controller(&self) -> Option<u64> {
+        self.views.meta_leader()
+    }
+
+    /// Hands Raft messages from another node to the driver; waits while too many
+    /// batches are queued (back-pressure on the sender's stream).
+    pub async fn deliver(&self, messages: Vec<(u64, raft::eraftpb::Message)>) -> Result<(), ReplicationError> {
+        let permit = self.inbound.clone().acquire_owned().await.map_err(|_| ReplicationError::Shutdown)?;
+        self.driver.deliver(messages, permit)
     }
 
     /// The live view of a partition hosted on this node.
@@ -141,8 +198,28 @@ impl Replication {
         }
     }
 
-    /// Proposes a metadata change through group 0 and waits until it is applied.
+    /// Proposes a metadata change through group 0 and waits until it is applied, on
+    /// the group-0 leader: here, or forwarded to it. Retries while there is no leader.
     pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<MetaOutcome, ReplicationError> {
+        let deadline = tokio::time::Instant::now() + META_PROPOSAL_TIMEOUT;
+        loop {
+            let result = match self.views.meta_leader() {
+                Some(leader) if leader != self.node_id => {
+                    self.transport.forward_meta(leader, command::encode_meta(&cmd)).await
+                }
+                _ => self.propose_meta_here(cmd.clone()).await,
+            };
+            match result {
+                Err(ReplicationError::NotLeader) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Proposes a metadata change to group 0 on this node (NotLeader if it does not lead).
+    pub async fn propose_meta_here(&self, cmd: MetaCommand) -> Result<MetaOutcome, ReplicationError> {
         let data = command::encode_meta(&cmd);
         match self.submit(0, data).await?.await.map_err(|_| ReplicationError::Shutdown)?? {
             Applied::Meta(outcome) => Ok(outcome),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::MetaCommand;
 
 const TOPIC_PREFIX: &[u8] = b"topic/";
+const NODE_PREFIX: &[u8] = b"node/";
 const NEXT_UID_KEY: &[u8] = b"next/uid";
 const NEXT_PRODUCER_ID_KEY: &[u8] = b"next/producer_id";
 
@@ -30,16 +31,29 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A node as it registered itself through group 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: u64,
+    /// Kafka address given to clients.
+    pub kafka_host: String,
+    pub kafka_port: u16,
+    pub rack: Option<String>,
+    pub dc: Option<String>,
+}
+
 /// A consistent view of the cluster metadata.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterMeta {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    /// Registered nodes by id.
+    pub nodes: BTreeMap<u64, NodeInfo>,
     next_uid: u64,
     next_producer_id: i64,
 }
 
 /// What applying a metadata command produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetaOutcome {
     Done,
     ProducerId(i64),
@@ -47,7 +61,7 @@ pub enum MetaOutcome {
 }
 
 /// Why the metadata group refused a command (decided deterministically at apply).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaRejection {
     TopicExists,
     UnknownTopic,
@@ -67,6 +81,11 @@ impl ClusterMeta {
         for (_, value) in engine.cluster_scan(TOPIC_PREFIX)? {
             if let Ok(topic) = serde_json::from_slice::<TopicMeta>(&value) {
                 meta.topics.insert(topic.name.clone(), Arc::new(topic));
+            }
+        }
+        for (_, value) in engine.cluster_scan(NODE_PREFIX)? {
+            if let Ok(node) = serde_json::from_slice::<NodeInfo>(&value) {
+                meta.nodes.insert(node.id, node);
             }
         }
         if let Some(raw) = engine.cluster_get(NEXT_UID_KEY)? {
@@ -139,6 +158,12 @@ impl ClusterMeta {
                 }
                 topic.configs.extend(set);
                 self.put_topic(topic, wb);
+                MetaOutcome::Done
+            }
+            MetaCommand::RegisterNode(node) => {
+                let key = [NODE_PREFIX, &node.id.to_be_bytes()].concat();
+                wb.put_cluster(&key, &serde_json::to_vec(&node).unwrap_or_default());
+                self.nodes.insert(node.id, node);
                 MetaOutcome::Done
             }
             MetaCommand::AllocateProducerId => {
