@@ -4,6 +4,7 @@
 mod alloc;
 mod bench;
 mod http;
+mod rpc;
 mod settings;
 
 use std::path::PathBuf;
@@ -13,7 +14,9 @@ use anyhow::{bail, Context};
 use chronik_engine::{Durability, Engine};
 use chronik_kafka_api::{Broker, BrokerConfig};
 use chronik_replication::topic_config::TopicDefaults;
-use chronik_replication::{retention, Replication, ReplicationConfig};
+use chronik_replication::command::MetaCommand;
+use chronik_replication::transport::{GrpcTransport, NoPeers, Transport};
+use chronik_replication::{retention, NodeInfo, Replication, ReplicationConfig};
 use clap::{Args, Parser, Subcommand};
 use settings::{FileSettings, Settings};
 
@@ -65,6 +68,21 @@ struct StartArgs {
     log_retention_check_interval: Option<String>,
     #[arg(long, env = "CHRONIK_MESSAGE_MAX_BYTES")]
     message_max_bytes: Option<i64>,
+    /// All nodes as ID@HOST:RPC_PORT,... (the same list on every node).
+    #[arg(long, env = "CHRONIK_PEERS")]
+    peers: Option<String>,
+    #[arg(long, env = "CHRONIK_RACK")]
+    rack: Option<String>,
+    #[arg(long, env = "CHRONIK_DC")]
+    dc: Option<String>,
+    #[arg(long, env = "CHRONIK_DEFAULT_REPLICATION_FACTOR")]
+    default_replication_factor: Option<i16>,
+    #[arg(long, env = "CHRONIK_MIN_INSYNC_REPLICAS")]
+    min_insync_replicas: Option<i64>,
+    #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS")]
+    replica_lag_time_max_ms: Option<u64>,
+    #[arg(long, env = "CHRONIK_RAFT_TICK_INTERVAL")]
+    raft_tick_interval: Option<String>,
 }
 
 impl StartArgs {
@@ -87,6 +105,13 @@ impl StartArgs {
             log_retention_check_interval: self.log_retention_check_interval,
             message_max_bytes: self.message_max_bytes,
             socket_request_max_bytes: None,
+            peers: self.peers,
+            rack: self.rack,
+            dc: self.dc,
+            default_replication_factor: self.default_replication_factor,
+            min_insync_replicas: self.min_insync_replicas,
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms,
+            raft_tick_interval: self.raft_tick_interval,
         };
         file.overlay(flags).validate()
     }
@@ -114,8 +139,25 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?,
     );
     let cluster_id = identify(&engine, settings.node_id)?;
-    let replication_config = ReplicationConfig::new(settings.node_id, settings.data_dir.join("raft"));
-    let replication = Arc::new(Replication::start(replication_config, engine.clone())?);
+    let mut replication_config = ReplicationConfig::new(settings.node_id, settings.data_dir.join("raft"));
+    replication_config.tick_interval = settings.raft_tick_interval;
+    replication_config.replica_lag_time = settings.replica_lag_time;
+    let transport: Arc<dyn Transport> = if settings.peers.is_empty() {
+        Arc::new(NoPeers)
+    } else {
+        let ids: Vec<u64> = settings.peers.iter().map(|(id, _)| *id).collect();
+        replication_config = replication_config.with_cluster(&ids);
+        Arc::new(GrpcTransport::start(settings.node_id, &settings.peers)?)
+    };
+    let replication = Arc::new(Replication::start_with(replication_config, engine.clone(), transport)?);
+    let rpc = tokio::net::TcpListener::bind(settings.rpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for RPC on {}", settings.rpc_addr))?;
+    let rpc_addr = rpc.local_addr()?;
+    let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rpc_task = tokio::spawn(rpc::serve(rpc, replication.clone(), async move {
+        let _ = rpc_stopped.await;
+    }));
 
     let kafka = tokio::net::TcpListener::bind(settings.kafka_addr)
         .await
@@ -127,12 +169,13 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     let http_addr = http.local_addr()?;
     // Port 0 binds any free port; advertise and report the one we got.
     let advertise_port = if settings.advertise_port == 0 { kafka_addr.port() } else { settings.advertise_port };
-    write_listeners(&settings.data_dir, kafka_addr, http_addr)?;
+    write_listeners(&settings.data_dir, kafka_addr, http_addr, rpc_addr)?;
 
     let topic_defaults = TopicDefaults {
         retention_ms: settings.log_retention_ms,
         retention_bytes: settings.log_retention_bytes,
         max_message_bytes: settings.message_max_bytes,
+        min_insync_replicas: settings.min_insync_replicas,
         ..TopicDefaults::default()
     };
     let broker = Broker::new(
@@ -143,7 +186,7 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
             advertised_port: advertise_port as i32,
             auto_create_topics: settings.auto_create_topics,
             num_partitions: settings.num_partitions,
-            default_replication_factor: 1,
+            default_replication_factor: settings.default_replication_factor,
             topic_defaults: topic_defaults.clone(),
             max_request_bytes: settings.socket_request_max_bytes,
             max_inflight_per_connection: 32,
@@ -152,6 +195,16 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     );
 
     let http_task = tokio::spawn(http::serve(http));
+    let me = NodeInfo {
+        id: settings.node_id,
+        kafka_host: settings.advertise_host.clone(),
+        kafka_port: advertise_port,
+        rack: settings.rack.clone(),
+        dc: settings.dc.clone(),
+    };
+    let register_task = tokio::spawn(register(replication.clone(), me));
+    let clustered = !settings.peers.is_empty();
+    let leaders_task = tokio::spawn(report_leaders(replication.clone(), clustered));
     let retention_task = retention::spawn(replication.clone(), topic_defaults, settings.retention_check_interval);
     tracing::info!(
         node_id = settings.node_id,
@@ -159,7 +212,8 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
         kafka = %kafka_addr,
         advertised = %format!("{}:{}", settings.advertise_host, advertise_port),
         http = %http_addr,
-        rpc_reserved = %settings.rpc_addr,
+        rpc = %rpc_addr,
+        peers = settings.peers.len(),
         data_dir = %settings.data_dir.display(),
         "chronik node started"
     );
@@ -167,22 +221,60 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     chronik_kafka_api::serve(kafka, broker, shutdown_signal()).await;
     tracing::info!("stopped accepting; flushing");
     retention_task.abort();
+    register_task.abort();
+    leaders_task.abort();
     http_task.abort();
+    let _ = rpc_stop.send(());
+    let _ = rpc_task.await;
     replication.shutdown();
     tracing::info!("chronik node stopped");
     Ok(())
 }
 
+/// Announces this node's Kafka address, rack and data centre through group 0, retrying
+/// until the metadata group has a leader.
+async fn register(replication: Arc<Replication>, me: NodeInfo) {
+    loop {
+        if replication.cluster().nodes.get(&me.id) == Some(&me) {
+            return;
+        }
+        match replication.propose_meta(MetaCommand::RegisterNode(me.clone())).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "node registration not done yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// In a cluster, keeps group 0's record of the partitions this node leads current, so
+/// nodes without a replica can name the leader in Metadata.
+async fn report_leaders(replication: Arc<Replication>, clustered: bool) {
+    if !clustered {
+        return;
+    }
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = replication.report_leaders().await {
+            tracing::debug!(error = %e, "leader report failed; retrying");
+        }
+    }
+}
+
 /// Records the bound addresses in `<data-dir>/listeners` (`kafka=HOST:PORT`,
-/// `http=HOST:PORT`), so whoever started the node with port 0 can find it.
+/// `http=HOST:PORT`, `rpc=HOST:PORT`), so whoever started the node with port 0 can find it.
 fn write_listeners(
     data_dir: &std::path::Path,
     kafka: std::net::SocketAddr,
     http: std::net::SocketAddr,
+    rpc: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
     let path = data_dir.join("listeners");
     let tmp = data_dir.join("listeners.tmp");
-    std::fs::write(&tmp, format!("kafka={kafka}\nhttp={http}\n"))
+    std::fs::write(&tmp, format!("kafka={kafka}\nhttp={http}\nrpc={rpc}\n"))
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())

@@ -52,6 +52,9 @@ pub enum MetaCommand {
     AllocateProducerId,
     /// A node announces (or updates) its Kafka address, rack and data centre.
     RegisterNode(crate::metadata::NodeInfo),
+    /// Leaders report the partitions they lead, so nodes without a replica can answer
+    /// Metadata. Older epochs than the recorded one are ignored at apply.
+    ReportLeaders(Vec<crate::metadata::LeaderRecord>),
 }
 
 /// Encodes an append without first copying `records` into a command value.

@@ -37,7 +37,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 pub use driver::Applied;
 pub use error::{AppendError, ReplicationError};
-pub use metadata::{ClusterMeta, MetaOutcome, MetaRejection, NodeInfo, PartitionMeta, TopicMeta};
+pub use metadata::{ClusterMeta, LeaderRecord, MetaOutcome, MetaRejection, NodeInfo, PartitionMeta, TopicMeta};
 pub use view::{PartitionView, ReadOutcome};
 
 use command::{MetaCommand, PartitionCommand};
@@ -164,6 +164,34 @@ impl Replication {
     pub async fn deliver(&self, messages: Vec<(u64, raft::eraftpb::Message)>) -> Result<(), ReplicationError> {
         let permit = self.inbound.clone().acquire_owned().await.map_err(|_| ReplicationError::Shutdown)?;
         self.driver.deliver(messages, permit)
+    }
+
+    /// The leader of a partition not hosted here, as its leader last reported it:
+    /// (leader, epoch, in-sync replicas).
+    pub fn remote_leader(&self, uid: u64) -> Option<(u64, i32, Vec<u64>)> {
+        let cluster = self.views.cluster();
+        let r = cluster.leaders.get(&uid)?;
+        Some((r.leader, r.epoch as i32, r.isr.clone()))
+    }
+
+    /// Reports the partitions this node leads whose recorded leader, epoch or in-sync
+    /// replicas differ, through group 0; returns how many were reported.
+    pub async fn report_leaders(&self) -> Result<usize, ReplicationError> {
+        let cluster = self.views.cluster();
+        let changed: Vec<LeaderRecord> = self
+            .views
+            .partitions()
+            .into_iter()
+            .filter(|v| v.leader() == Some(self.node_id))
+            .map(|v| LeaderRecord { uid: v.uid, leader: self.node_id, epoch: v.leader_epoch() as u64, isr: v.isr() })
+            .filter(|r| cluster.leaders.get(&r.uid) != Some(r))
+            .collect();
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        let count = changed.len();
+        self.propose_meta(MetaCommand::ReportLeaders(changed)).await?;
+        Ok(count)
     }
 
     /// The live view of a partition hosted on this node.

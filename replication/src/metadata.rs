@@ -12,6 +12,7 @@ use crate::command::MetaCommand;
 
 const TOPIC_PREFIX: &[u8] = b"topic/";
 const NODE_PREFIX: &[u8] = b"node/";
+const LEADER_PREFIX: &[u8] = b"leader/";
 const NEXT_UID_KEY: &[u8] = b"next/uid";
 const NEXT_PRODUCER_ID_KEY: &[u8] = b"next/producer_id";
 
@@ -42,12 +43,24 @@ pub struct NodeInfo {
     pub dc: Option<String>,
 }
 
+/// A partition's leader as last reported by it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    pub uid: u64,
+    pub leader: u64,
+    /// The Raft term (leader epoch).
+    pub epoch: u64,
+    pub isr: Vec<u64>,
+}
+
 /// A consistent view of the cluster metadata.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterMeta {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     /// Registered nodes by id.
     pub nodes: BTreeMap<u64, NodeInfo>,
+    /// Reported partition leaders by partition uid.
+    pub leaders: BTreeMap<u64, LeaderRecord>,
     next_uid: u64,
     next_producer_id: i64,
 }
@@ -88,6 +101,11 @@ impl ClusterMeta {
                 meta.nodes.insert(node.id, node);
             }
         }
+        for (_, value) in engine.cluster_scan(LEADER_PREFIX)? {
+            if let Ok(record) = serde_json::from_slice::<LeaderRecord>(&value) {
+                meta.leaders.insert(record.uid, record);
+            }
+        }
         if let Some(raw) = engine.cluster_get(NEXT_UID_KEY)? {
             meta.next_uid = decode_u64(&raw).unwrap_or(meta.next_uid);
         }
@@ -125,6 +143,9 @@ impl ClusterMeta {
                 };
                 wb.delete_cluster(&topic_key(&name));
                 for p in &topic.partitions {
+                    if self.leaders.remove(&p.uid).is_some() {
+                        wb.delete_cluster(&leader_key(p.uid));
+                    }
                     wb.delete_partition(p.uid);
                     effects.deleted.push(p.uid);
                 }
@@ -166,6 +187,17 @@ impl ClusterMeta {
                 self.nodes.insert(node.id, node);
                 MetaOutcome::Done
             }
+            MetaCommand::ReportLeaders(records) => {
+                for record in records {
+                    let hosted = self.topic_by_uid(record.uid).is_some();
+                    let newer = self.leaders.get(&record.uid).is_none_or(|r| r.epoch <= record.epoch);
+                    if hosted && newer {
+                        wb.put_cluster(&leader_key(record.uid), &serde_json::to_vec(&record).unwrap_or_default());
+                        self.leaders.insert(record.uid, record);
+                    }
+                }
+                MetaOutcome::Done
+            }
             MetaCommand::AllocateProducerId => {
                 let id = self.next_producer_id;
                 self.next_producer_id += 1;
@@ -203,6 +235,10 @@ impl ClusterMeta {
 
 fn topic_key(name: &str) -> Vec<u8> {
     [TOPIC_PREFIX, name.as_bytes()].concat()
+}
+
+fn leader_key(uid: u64) -> Vec<u8> {
+    [LEADER_PREFIX, &uid.to_be_bytes()].concat()
 }
 
 fn decode_u64(raw: &[u8]) -> Option<u64> {

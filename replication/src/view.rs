@@ -44,6 +44,10 @@ impl Views {
         self.partitions.read().get(&uid).cloned()
     }
 
+    pub fn partitions(&self) -> Vec<Arc<PartitionView>> {
+        self.partitions.read().values().cloned().collect()
+    }
+
     pub fn insert_partition(&self, view: Arc<PartitionView>) {
         self.partitions.write().insert(view.uid, view);
     }

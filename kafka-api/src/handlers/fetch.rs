@@ -57,6 +57,10 @@ async fn fetch(broker: Arc<Broker>, _version: i16, request: FetchRequest) -> Fet
             let target = util::partition_uid(meta, p.partition).and_then(|uid| {
                 let view = broker.replication.partition(uid).ok_or(ResponseError::NotLeaderOrFollower)?;
                 util::check_leader_epoch(p.current_leader_epoch, view.leader_epoch())?;
+                // Only the leader serves fetches (no follower fetching yet).
+                if view.leader() != Some(broker.config.node_id as u64) {
+                    return Err(ResponseError::NotLeaderOrFollower);
+                }
                 Ok(view)
             });
             wanted.push(Wanted {
