@@ -202,7 +202,7 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
         rack: settings.rack.clone(),
         dc: settings.dc.clone(),
     };
-    let register_task = tokio::spawn(register(replication.clone(), me));
+    let register_task = tokio::spawn(register(replication.clone(), me, cluster_id.clone()));
     let clustered = !settings.peers.is_empty();
     let leaders_task = tokio::spawn(report_leaders(replication.clone(), clustered));
     let retention_task = retention::spawn(replication.clone(), topic_defaults, settings.retention_check_interval);
@@ -233,13 +233,19 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
 
 /// Announces this node's Kafka address, rack and data centre through group 0, retrying
 /// until the metadata group has a leader.
-async fn register(replication: Arc<Replication>, me: NodeInfo) {
+async fn register(replication: Arc<Replication>, me: NodeInfo, cluster_id: String) {
     loop {
-        if replication.cluster().nodes.get(&me.id) == Some(&me) {
+        let cluster = replication.cluster();
+        if cluster.nodes.get(&me.id) == Some(&me) && cluster.cluster_id.is_some() {
             return;
         }
-        match replication.propose_meta(MetaCommand::RegisterNode(me.clone())).await {
-            Ok(_) => return,
+        let command = match cluster.cluster_id {
+            None => MetaCommand::InitCluster { cluster_id: cluster_id.clone() },
+            Some(_) => MetaCommand::RegisterNode(me.clone()),
+        };
+        match replication.propose_meta(command).await {
+            // Loop: the outcome is applied on the leader, maybe not here yet.
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             Err(e) => {
                 tracing::debug!(error = %e, "node registration not done yet; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -55,6 +55,8 @@ pub enum MetaCommand {
     /// Leaders report the partitions they lead, so nodes without a replica can answer
     /// Metadata. Older epochs than the recorded one are ignored at apply.
     ReportLeaders(Vec<crate::metadata::LeaderRecord>),
+    /// Sets the cluster id if none is set yet: the first node to propose names the cluster.
+    InitCluster { cluster_id: String },
 }
 
 /// Encodes an append without first copying `records` into a command value.

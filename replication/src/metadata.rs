@@ -13,6 +13,7 @@ use crate::command::MetaCommand;
 const TOPIC_PREFIX: &[u8] = b"topic/";
 const NODE_PREFIX: &[u8] = b"node/";
 const LEADER_PREFIX: &[u8] = b"leader/";
+const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
 const NEXT_UID_KEY: &[u8] = b"next/uid";
 const NEXT_PRODUCER_ID_KEY: &[u8] = b"next/producer_id";
 
@@ -61,6 +62,8 @@ pub struct ClusterMeta {
     pub nodes: BTreeMap<u64, NodeInfo>,
     /// Reported partition leaders by partition uid.
     pub leaders: BTreeMap<u64, LeaderRecord>,
+    /// The id every node reports to clients, once a node has set it.
+    pub cluster_id: Option<String>,
     next_uid: u64,
     next_producer_id: i64,
 }
@@ -105,6 +108,9 @@ impl ClusterMeta {
             if let Ok(record) = serde_json::from_slice::<LeaderRecord>(&value) {
                 meta.leaders.insert(record.uid, record);
             }
+        }
+        if let Some(raw) = engine.cluster_get(CLUSTER_ID_KEY)? {
+            meta.cluster_id = String::from_utf8(raw).ok();
         }
         if let Some(raw) = engine.cluster_get(NEXT_UID_KEY)? {
             meta.next_uid = decode_u64(&raw).unwrap_or(meta.next_uid);
@@ -195,6 +201,13 @@ impl ClusterMeta {
                         wb.put_cluster(&leader_key(record.uid), &serde_json::to_vec(&record).unwrap_or_default());
                         self.leaders.insert(record.uid, record);
                     }
+                }
+                MetaOutcome::Done
+            }
+            MetaCommand::InitCluster { cluster_id } => {
+                if self.cluster_id.is_none() {
+                    wb.put_cluster(CLUSTER_ID_KEY, cluster_id.as_bytes());
+                    self.cluster_id = Some(cluster_id);
                 }
                 MetaOutcome::Done
             }

@@ -18,9 +18,8 @@ const CLUSTER_OPERATIONS: i32 = 1 << 3 | 1 << 4 | 1 << 7 | 1 << 8 | 1 << 10 | 1 
 const BROKERS: i8 = 1;
 
 pub(crate) fn handle(broker: &Arc<Broker>, version: i16, req: DescribeClusterRequest) -> DescribeClusterResponse {
-    let config = &broker.config;
     let mut response = DescribeClusterResponse::default();
-    response.cluster_id = util::str_bytes(&config.cluster_id);
+    response.cluster_id = util::str_bytes(&util::cluster_id(broker));
     response.controller_id = BrokerId(broker.replication.controller().map_or(-1, |c| c as i32));
     response.brokers = util::known_nodes(broker)
         .into_iter()

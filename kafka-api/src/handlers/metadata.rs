@@ -53,7 +53,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, request: Metadata
                 .with_rack(n.rack.as_deref().map(util::str_bytes))
         })
         .collect();
-    response.cluster_id = Some(util::str_bytes(&config.cluster_id));
+    response.cluster_id = Some(util::str_bytes(&util::cluster_id(broker)));
     response.controller_id = BrokerId(broker.replication.controller().map_or(-1, |c| c as i32));
     response.topics = names
         .iter()

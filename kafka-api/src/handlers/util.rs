@@ -40,6 +40,11 @@ pub(crate) fn partition_uid(topic: Option<&Arc<TopicMeta>>, partition: i32) -> R
         .ok_or(ResponseError::UnknownTopicOrPartition)
 }
 
+/// The cluster id: the one group 0 agreed on, or this node's own before that.
+pub(crate) fn cluster_id(broker: &Broker) -> String {
+    broker.replication.cluster().cluster_id.clone().unwrap_or_else(|| broker.config.cluster_id.clone())
+}
+
 /// The nodes replicas can be placed on: every registered node, and this one.
 pub(crate) fn known_nodes(broker: &Broker) -> Vec<NodeInfo> {
     let mut nodes: Vec<NodeInfo> = broker.replication.cluster().nodes.values().cloned().collect();

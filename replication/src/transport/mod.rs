@@ -125,7 +125,19 @@ impl Transport for GrpcTransport {
             let mut client = RaftTransportClient::new(channel);
             let mut request = Request::new(MetaProposal { command: command.into() });
             request.set_timeout(FORWARD_TIMEOUT);
-            let result = client.propose_meta(request).await.map_err(|_| ReplicationError::NotLeader)?.into_inner();
+            // The grpc-timeout header only bounds the server; bound the wait here too.
+            let call = tokio::time::timeout(FORWARD_TIMEOUT, client.propose_meta(request));
+            let result = match call.await {
+                Ok(Ok(response)) => response.into_inner(),
+                Ok(Err(status)) => {
+                    tracing::debug!(to, %status, "forwarding a metadata command failed");
+                    return Err(ReplicationError::NotLeader);
+                }
+                Err(_) => {
+                    tracing::debug!(to, "forwarding a metadata command timed out");
+                    return Err(ReplicationError::NotLeader);
+                }
+            };
             match result.error {
                 FORWARD_OK => serde_json::from_slice(&result.outcome)
                     .map_err(|e| ReplicationError::Internal(format!("bad forwarded outcome: {e}"))),

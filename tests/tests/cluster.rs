@@ -1,0 +1,114 @@
+//! Three real `chronik` processes on real sockets (each on its own loopback address),
+//! every partition a three-replica Raft group.
+//!
+//! - An idempotent acks=all librdkafka producer writes while the partition leader is
+//!   killed with SIGKILL and later restarted: every acknowledged record is read back
+//!   exactly once, in order, from each replica's own data, at identical offsets
+//!   (Raft §5.4: a committed entry is in every later leader's log).
+//! - A leader cut off from both followers stops acknowledging: its client sees errors,
+//!   never a success it cannot keep (check-quorum, Raft thesis §6.2).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use chronik_tests::{read_replica, Cluster};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const RECORDS: usize = 3000;
+
+fn idempotent_producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "60000")
+        .set("topic.metadata.refresh.interval.ms", "500");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config.create().expect("producer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill_of_the_partition_leader() {
+    let mut cluster = Cluster::start(41, 3, &["--min-insync-replicas", "2"]);
+    cluster.create_topic("failover", 1, 3, &[]).await;
+    let first_leader = cluster.leader("failover", 0, Duration::from_secs(20)).expect("a leader is elected");
+    let producer = idempotent_producer(&cluster.bootstrap(), &[]);
+
+    let mut in_flight = VecDeque::new();
+    let mut acked: Vec<(i64, usize)> = Vec::new();
+    let mut failed = Vec::new();
+    let mut settle = |result: (usize, Result<(i32, i64), String>)| match result {
+        (i, Ok((_, offset))) => acked.push((offset, i)),
+        (i, Err(e)) => failed.push((i, e)),
+    };
+    for i in 0..RECORDS {
+        if i == RECORDS / 3 {
+            // Kill the leader while up to 200 writes are in flight.
+            cluster.node(first_leader).kill9();
+        }
+        if i == 2 * RECORDS / 3 {
+            cluster.node(first_leader).restart();
+        }
+        let value = format!("record-{i:05}");
+        let delivery = producer.send_result(FutureRecord::<(), _>::to("failover").partition(0).payload(&value));
+        let delivery = delivery.map_err(|(e, _)| e).expect("queue the record");
+        in_flight.push_back((i, delivery));
+        if in_flight.len() >= 200 {
+            let (i, d) = in_flight.pop_front().expect("in flight");
+            settle((i, d.await.expect("delivery future").map(|d| (d.partition, d.offset)).map_err(|(e, _)| e.to_string())));
+        }
+    }
+    while let Some((i, d)) = in_flight.pop_front() {
+        settle((i, d.await.expect("delivery future").map(|d| (d.partition, d.offset)).map_err(|(e, _)| e.to_string())));
+    }
+    // With idempotence and a 60 s delivery timeout every record gets through the failover.
+    assert!(failed.is_empty(), "failed deliveries: {:?}", &failed[..failed.len().min(5)]);
+
+    // Exactly once and in order: offsets 0..N hold records 0..N.
+    acked.sort_unstable();
+    let expected: Vec<(i64, usize)> = (0..RECORDS).map(|i| (i as i64, i)).collect();
+    assert_eq!(acked, expected, "acknowledged offsets must be dense and in send order");
+
+    // Every replica, including the restarted one once it caught up, holds the same log.
+    for node in &cluster.nodes {
+        let got = read_replica(node, "failover", 0, RECORDS, Duration::from_secs(60));
+        assert_eq!(got.len(), RECORDS, "node {} holds every acknowledged record", node.node_id);
+        for (offset, value) in &got {
+            assert_eq!(value, format!("record-{offset:05}").as_bytes(), "node {} offset {offset}", node.node_id);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_followers_stops_acknowledging() {
+    let mut cluster = Cluster::start(42, 3, &[]);
+    cluster.create_topic("cut", 1, 3, &[]).await;
+    let leader = cluster.leader("cut", 0, Duration::from_secs(20)).expect("a leader is elected");
+    let warm_up = idempotent_producer(&cluster.bootstrap(), &[]);
+    warm_up.send(FutureRecord::<(), _>::to("cut").partition(0).payload("before"), Duration::from_secs(10)).await.expect("acked");
+
+    // Freeze both followers: the leader is alone, a minority of one.
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &followers {
+        cluster.node(*id).pause(true);
+    }
+    let isolated_leader = cluster.node(leader).bootstrap();
+    let client = idempotent_producer(&isolated_leader, &[("message.timeout.ms", "5000")]);
+    let result =
+        client.send(FutureRecord::<(), _>::to("cut").partition(0).payload("during"), Duration::from_secs(10)).await;
+    assert!(result.is_err(), "a leader without a quorum must not acknowledge: {result:?}");
+
+    // Heal: the majority elects a leader (maybe the old one) and writes go through again.
+    for id in &followers {
+        cluster.node(*id).pause(false);
+    }
+    let after = idempotent_producer(&cluster.bootstrap(), &[]);
+    let delivered =
+        after.send(FutureRecord::<(), _>::to("cut").partition(0).payload("after"), Duration::from_secs(30)).await;
+    assert!(delivered.is_ok(), "the healed cluster accepts writes: {delivered:?}");
+}
