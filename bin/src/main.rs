@@ -13,8 +13,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use chronik_engine::{Durability, Engine};
 use chronik_kafka_api::{Broker, BrokerConfig};
-use chronik_replication::topic_config::TopicDefaults;
 use chronik_replication::command::MetaCommand;
+use chronik_replication::topic_config::TopicDefaults;
 use chronik_replication::transport::{GrpcTransport, NoPeers, Transport};
 use chronik_replication::{retention, NodeInfo, Replication, ReplicationConfig};
 use clap::{Args, Parser, Subcommand};
@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Load-test a broker (this or any Kafka-compatible one).
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -176,7 +176,6 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
         retention_bytes: settings.log_retention_bytes,
         max_message_bytes: settings.message_max_bytes,
         min_insync_replicas: settings.min_insync_replicas,
-        ..TopicDefaults::default()
     };
     let broker = Broker::new(
         BrokerConfig {

@@ -206,8 +206,9 @@ impl FileSettings {
 fn parse_peers(list: &str) -> anyhow::Result<Vec<(u64, String)>> {
     let mut peers: Vec<(u64, String)> = Vec::new();
     for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (id, addr) =
-            item.split_once('@').with_context(|| format!("peer {item:?} must be ID@HOST:PORT, e.g. 1@10.0.0.1:9093"))?;
+        let (id, addr) = item
+            .split_once('@')
+            .with_context(|| format!("peer {item:?} must be ID@HOST:PORT, e.g. 1@10.0.0.1:9093"))?;
         let id: u64 = id.parse().with_context(|| format!("peer {item:?}: {id:?} is not a node id"))?;
         if id == 0 {
             bail!("peer {item:?}: node ids start at 1");

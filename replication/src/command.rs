@@ -56,7 +56,9 @@ pub enum MetaCommand {
     /// Metadata. Older epochs than the recorded one are ignored at apply.
     ReportLeaders(Vec<crate::metadata::LeaderRecord>),
     /// Sets the cluster id if none is set yet: the first node to propose names the cluster.
-    InitCluster { cluster_id: String },
+    InitCluster {
+        cluster_id: String,
+    },
 }
 
 /// Encodes an append without first copying `records` into a command value.

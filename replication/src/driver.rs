@@ -58,9 +58,17 @@ pub(crate) type ApplyResult = Result<Applied, ReplicationError>;
 type Reply = oneshot::Sender<ApplyResult>;
 
 enum Msg {
-    Propose { group: u64, data: Vec<u8>, reply: Reply, permit: OwnedSemaphorePermit },
+    Propose {
+        group: u64,
+        data: Vec<u8>,
+        reply: Reply,
+        permit: OwnedSemaphorePermit,
+    },
     /// Messages from other nodes; the permit bounds what waits in the channel.
-    Raft { messages: Vec<(u64, Message)>, _permit: OwnedSemaphorePermit },
+    Raft {
+        messages: Vec<(u64, Message)>,
+        _permit: OwnedSemaphorePermit,
+    },
     Compact(Vec<(u64, u64)>),
     Shutdown,
 }
@@ -243,12 +251,16 @@ impl Driver {
         self.open_group(p.uid, &p.replicas, &[], Machine::Partition(machine))
     }
 
-    fn open_group(&mut self, id: u64, voters: &[u64], learners: &[u64], machine: Machine) -> Result<(), ReplicationError> {
+    fn open_group(
+        &mut self,
+        id: u64,
+        voters: &[u64],
+        learners: &[u64],
+        machine: Machine,
+    ) -> Result<(), ReplicationError> {
         let (applied, applied_term) = match &machine {
             Machine::Partition(m) => (m.state.applied_index, m.state.applied_term),
-            Machine::Meta(_) => {
-                self.engine.partition_state(id)?.map_or((0, 0), |s| (s.applied_index, s.applied_term))
-            }
+            Machine::Meta(_) => self.engine.partition_state(id)?.map_or((0, 0), |s| (s.applied_index, s.applied_term)),
         };
         let (mut storage, fresh) = match GroupStorage::load(id, self.log.clone())? {
             Some(storage) => (storage, false),

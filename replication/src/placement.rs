@@ -14,9 +14,7 @@ pub fn assign(nodes: &[NodeInfo], partitions: usize, replication_factor: usize, 
         return Vec::new();
     }
     let rf = replication_factor.min(order.len());
-    (0..partitions)
-        .map(|p| (0..rf).map(|r| order[(start + p + r) % order.len()]).collect())
-        .collect()
+    (0..partitions).map(|p| (0..rf).map(|r| order[(start + p + r) % order.len()]).collect()).collect()
 }
 
 /// Node ids ordered by id within each rack, racks taken round-robin.

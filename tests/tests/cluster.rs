@@ -60,7 +60,10 @@ async fn acknowledged_writes_survive_sigkill_of_the_partition_leader() {
         in_flight.push_back((i, delivery));
         if in_flight.len() >= 200 {
             let (i, d) = in_flight.pop_front().expect("in flight");
-            settle((i, d.await.expect("delivery future").map(|d| (d.partition, d.offset)).map_err(|(e, _)| e.to_string())));
+            settle((
+                i,
+                d.await.expect("delivery future").map(|d| (d.partition, d.offset)).map_err(|(e, _)| e.to_string()),
+            ));
         }
     }
     while let Some((i, d)) = in_flight.pop_front() {
@@ -90,7 +93,10 @@ async fn a_leader_cut_off_from_its_followers_stops_acknowledging() {
     cluster.create_topic("cut", 1, 3, &[]).await;
     let leader = cluster.leader("cut", 0, Duration::from_secs(20)).expect("a leader is elected");
     let warm_up = idempotent_producer(&cluster.bootstrap(), &[]);
-    warm_up.send(FutureRecord::<(), _>::to("cut").partition(0).payload("before"), Duration::from_secs(10)).await.expect("acked");
+    warm_up
+        .send(FutureRecord::<(), _>::to("cut").partition(0).payload("before"), Duration::from_secs(10))
+        .await
+        .expect("acked");
 
     // Freeze both followers: the leader is alone, a minority of one.
     let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();

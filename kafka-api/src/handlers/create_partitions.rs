@@ -70,7 +70,13 @@ async fn grow(
         return Err((ResponseError::InvalidPartitions, Some(m)));
     }
     let added = (topic.count - current) as usize;
-    let replication_factor = broker.replication.cluster().topics.get(name).and_then(|t| t.partitions.first()).map_or(1, |p| p.replicas.len());
+    let replication_factor = broker
+        .replication
+        .cluster()
+        .topics
+        .get(name)
+        .and_then(|t| t.partitions.first())
+        .map_or(1, |p| p.replicas.len());
     let mut replicas = None;
     if let Some(assignments) = &topic.assignments {
         if assignments.len() != added {

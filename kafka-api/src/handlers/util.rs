@@ -126,7 +126,8 @@ pub(crate) async fn create_topic(
             placement::assign(&nodes, partitions as usize, replication_factor as usize, start)
         }
     };
-    let command = MetaCommand::CreateTopic { name: name.to_string(), topic_id: *uuid_v4().as_bytes(), replicas, configs };
+    let command =
+        MetaCommand::CreateTopic { name: name.to_string(), topic_id: *uuid_v4().as_bytes(), replicas, configs };
     propose_meta(broker, command).await
 }
 

@@ -6,15 +6,9 @@ use super::wire::*;
 
 /// Generated client implementations.
 pub mod raft_transport_client {
-    #![allow(
-        unused_variables,
-        dead_code,
-        missing_docs,
-        clippy::wildcard_imports,
-        clippy::let_unit_value,
-    )]
-    use tonic::codegen::*;
+    #![allow(unused_variables, dead_code, missing_docs, clippy::wildcard_imports, clippy::let_unit_value)]
     use tonic::codegen::http::Uri;
+    use tonic::codegen::*;
     /// Raft messages between nodes. A sender keeps one stream open per destination node
     /// and sends every round's messages for that node as one batch.
     #[derive(Debug, Clone)]
@@ -47,22 +41,16 @@ pub mod raft_transport_client {
             let inner = tonic::client::Grpc::with_origin(inner, origin);
             Self { inner }
         }
-        pub fn with_interceptor<F>(
-            inner: T,
-            interceptor: F,
-        ) -> RaftTransportClient<InterceptedService<T, F>>
+        pub fn with_interceptor<F>(inner: T, interceptor: F) -> RaftTransportClient<InterceptedService<T, F>>
         where
             F: tonic::service::Interceptor,
             T::ResponseBody: Default,
             T: tonic::codegen::Service<
                 http::Request<tonic::body::Body>,
-                Response = http::Response<
-                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
-                >,
+                Response = http::Response<<T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody>,
             >,
-            <T as tonic::codegen::Service<
-                http::Request<tonic::body::Body>,
-            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+            <T as tonic::codegen::Service<http::Request<tonic::body::Body>>>::Error:
+                Into<StdError> + std::marker::Send + std::marker::Sync,
         {
             RaftTransportClient::new(InterceptedService::new(inner, interceptor))
         }
@@ -105,18 +93,11 @@ pub mod raft_transport_client {
             self.inner
                 .ready()
                 .await
-                .map_err(|e| {
-                    tonic::Status::unknown(
-                        format!("Service was not ready: {}", e.into()),
-                    )
-                })?;
+                .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {}", e.into())))?;
             let codec = super::RaftCodec::default();
-            let path = http::uri::PathAndQuery::from_static(
-                "/chronik.raft.v1.RaftTransport/Send",
-            );
+            let path = http::uri::PathAndQuery::from_static("/chronik.raft.v1.RaftTransport/Send");
             let mut req = request.into_streaming_request();
-            req.extensions_mut()
-                .insert(GrpcMethod::new("chronik.raft.v1.RaftTransport", "Send"));
+            req.extensions_mut().insert(GrpcMethod::new("chronik.raft.v1.RaftTransport", "Send"));
             self.inner.client_streaming(req, path, codec).await
         }
         /// Runs a metadata (group 0) command on the node that leads group 0.
@@ -127,31 +108,18 @@ pub mod raft_transport_client {
             self.inner
                 .ready()
                 .await
-                .map_err(|e| {
-                    tonic::Status::unknown(
-                        format!("Service was not ready: {}", e.into()),
-                    )
-                })?;
+                .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {}", e.into())))?;
             let codec = super::RaftCodec::default();
-            let path = http::uri::PathAndQuery::from_static(
-                "/chronik.raft.v1.RaftTransport/ProposeMeta",
-            );
+            let path = http::uri::PathAndQuery::from_static("/chronik.raft.v1.RaftTransport/ProposeMeta");
             let mut req = request.into_request();
-            req.extensions_mut()
-                .insert(GrpcMethod::new("chronik.raft.v1.RaftTransport", "ProposeMeta"));
+            req.extensions_mut().insert(GrpcMethod::new("chronik.raft.v1.RaftTransport", "ProposeMeta"));
             self.inner.unary(req, path, codec).await
         }
     }
 }
 /// Generated server implementations.
 pub mod raft_transport_server {
-    #![allow(
-        unused_variables,
-        dead_code,
-        missing_docs,
-        clippy::wildcard_imports,
-        clippy::let_unit_value,
-    )]
+    #![allow(unused_variables, dead_code, missing_docs, clippy::wildcard_imports, clippy::let_unit_value)]
     use tonic::codegen::*;
     /// Generated trait containing gRPC methods that should be implemented for use with RaftTransportServer.
     #[async_trait]
@@ -190,10 +158,7 @@ pub mod raft_transport_server {
                 max_encoding_message_size: None,
             }
         }
-        pub fn with_interceptor<F>(
-            inner: T,
-            interceptor: F,
-        ) -> InterceptedService<Self, F>
+        pub fn with_interceptor<F>(inner: T, interceptor: F) -> InterceptedService<Self, F>
         where
             F: tonic::service::Interceptor,
         {
@@ -237,10 +202,7 @@ pub mod raft_transport_server {
         type Response = http::Response<tonic::body::Body>;
         type Error = std::convert::Infallible;
         type Future = BoxFuture<Self::Response, Self::Error>;
-        fn poll_ready(
-            &mut self,
-            _cx: &mut Context<'_>,
-        ) -> Poll<std::result::Result<(), Self::Error>> {
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
             Poll::Ready(Ok(()))
         }
         fn call(&mut self, req: http::Request<B>) -> Self::Future {
@@ -248,23 +210,15 @@ pub mod raft_transport_server {
                 "/chronik.raft.v1.RaftTransport/Send" => {
                     #[allow(non_camel_case_types)]
                     struct SendSvc<T: RaftTransport>(pub Arc<T>);
-                    impl<
-                        T: RaftTransport,
-                    > tonic::server::ClientStreamingService<super::RaftBatch>
-                    for SendSvc<T> {
+                    impl<T: RaftTransport> tonic::server::ClientStreamingService<super::RaftBatch> for SendSvc<T> {
                         type Response = super::SendSummary;
-                        type Future = BoxFuture<
-                            tonic::Response<Self::Response>,
-                            tonic::Status,
-                        >;
+                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
                         fn call(
                             &mut self,
                             request: tonic::Request<tonic::Streaming<super::RaftBatch>>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
-                            let fut = async move {
-                                <T as RaftTransport>::send(&inner, request).await
-                            };
+                            let fut = async move { <T as RaftTransport>::send(&inner, request).await };
                             Box::pin(fut)
                         }
                     }
@@ -277,14 +231,8 @@ pub mod raft_transport_server {
                         let method = SendSvc(inner);
                         let codec = super::RaftCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
-                            .apply_compression_config(
-                                accept_compression_encodings,
-                                send_compression_encodings,
-                            )
-                            .apply_max_message_size_config(
-                                max_decoding_message_size,
-                                max_encoding_message_size,
-                            );
+                            .apply_compression_config(accept_compression_encodings, send_compression_encodings)
+                            .apply_max_message_size_config(max_decoding_message_size, max_encoding_message_size);
                         let res = grpc.client_streaming(method, req).await;
                         Ok(res)
                     };
@@ -293,23 +241,12 @@ pub mod raft_transport_server {
                 "/chronik.raft.v1.RaftTransport/ProposeMeta" => {
                     #[allow(non_camel_case_types)]
                     struct ProposeMetaSvc<T: RaftTransport>(pub Arc<T>);
-                    impl<
-                        T: RaftTransport,
-                    > tonic::server::UnaryService<super::MetaProposal>
-                    for ProposeMetaSvc<T> {
+                    impl<T: RaftTransport> tonic::server::UnaryService<super::MetaProposal> for ProposeMetaSvc<T> {
                         type Response = super::MetaResult;
-                        type Future = BoxFuture<
-                            tonic::Response<Self::Response>,
-                            tonic::Status,
-                        >;
-                        fn call(
-                            &mut self,
-                            request: tonic::Request<super::MetaProposal>,
-                        ) -> Self::Future {
+                        type Future = BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+                        fn call(&mut self, request: tonic::Request<super::MetaProposal>) -> Self::Future {
                             let inner = Arc::clone(&self.0);
-                            let fut = async move {
-                                <T as RaftTransport>::propose_meta(&inner, request).await
-                            };
+                            let fut = async move { <T as RaftTransport>::propose_meta(&inner, request).await };
                             Box::pin(fut)
                         }
                     }
@@ -322,38 +259,20 @@ pub mod raft_transport_server {
                         let method = ProposeMetaSvc(inner);
                         let codec = super::RaftCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
-                            .apply_compression_config(
-                                accept_compression_encodings,
-                                send_compression_encodings,
-                            )
-                            .apply_max_message_size_config(
-                                max_decoding_message_size,
-                                max_encoding_message_size,
-                            );
+                            .apply_compression_config(accept_compression_encodings, send_compression_encodings)
+                            .apply_max_message_size_config(max_decoding_message_size, max_encoding_message_size);
                         let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
                 }
-                _ => {
-                    Box::pin(async move {
-                        let mut response = http::Response::new(
-                            tonic::body::Body::default(),
-                        );
-                        let headers = response.headers_mut();
-                        headers
-                            .insert(
-                                tonic::Status::GRPC_STATUS,
-                                (tonic::Code::Unimplemented as i32).into(),
-                            );
-                        headers
-                            .insert(
-                                http::header::CONTENT_TYPE,
-                                tonic::metadata::GRPC_CONTENT_TYPE,
-                            );
-                        Ok(response)
-                    })
-                }
+                _ => Box::pin(async move {
+                    let mut response = http::Response::new(tonic::body::Body::default());
+                    let headers = response.headers_mut();
+                    headers.insert(tonic::Status::GRPC_STATUS, (tonic::Code::Unimplemented as i32).into());
+                    headers.insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
+                    Ok(response)
+                }),
             }
         }
     }

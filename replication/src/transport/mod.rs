@@ -33,9 +33,9 @@ use crate::{metrics, Replication, ReplicationError};
 mod generated;
 pub mod wire;
 
-pub use generated::raft_transport_server::RaftTransportServer;
 use generated::raft_transport_client::RaftTransportClient;
 use generated::raft_transport_server::RaftTransport;
+pub use generated::raft_transport_server::RaftTransportServer;
 use wire::{GroupMessage, MetaProposal, MetaResult, RaftBatch, SendSummary};
 
 /// Batches queued per destination node before new ones are dropped.
