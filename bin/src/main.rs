@@ -223,8 +223,12 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     register_task.abort();
     leaders_task.abort();
     http_task.abort();
+    // Peers keep their Raft streams open, so a graceful stop of the RPC server could
+    // wait forever: give it a moment, then drop it.
     let _ = rpc_stop.send(());
-    let _ = rpc_task.await;
+    if tokio::time::timeout(std::time::Duration::from_secs(1), rpc_task).await.is_err() {
+        tracing::debug!("rpc server did not stop within 1 s; dropping its connections");
+    }
     replication.shutdown();
     tracing::info!("chronik node stopped");
     Ok(())

@@ -118,3 +118,50 @@ async fn a_leader_cut_off_from_its_followers_stops_acknowledging() {
         after.send(FutureRecord::<(), _>::to("cut").partition(0).payload("after"), Duration::from_secs(30)).await;
     assert!(delivered.is_ok(), "the healed cluster accepts writes: {delivered:?}");
 }
+
+/// In-sync replicas as Metadata reports them.
+fn isr(cluster: &Cluster, topic: &str) -> Vec<i32> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", cluster.bootstrap()).create().expect("metadata client");
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
+    let mut isr = metadata.topics()[0].partitions()[0].isr().to_vec();
+    isr.sort_unstable();
+    isr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_insync_replicas_refuses_acks_all_writes_when_the_isr_shrinks() {
+    let mut cluster = Cluster::start(44, 3, &["--replica-lag-time-max-ms", "1000"]);
+    cluster.create_topic("strict", 1, 3, &[("min.insync.replicas", "3")]).await;
+    let leader = cluster.leader("strict", 0, Duration::from_secs(20)).expect("a leader is elected");
+    let producer = idempotent_producer(&cluster.bootstrap(), &[("message.timeout.ms", "5000")]);
+    producer
+        .send(FutureRecord::<(), _>::to("strict").partition(0).payload("all in sync"), Duration::from_secs(10))
+        .await
+        .expect("acked");
+
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.node(follower).kill9();
+    // Wait until the leader drops the dead follower from the in-sync replicas.
+    let mut shrunk = false;
+    for _ in 0..300 {
+        if isr(&cluster, "strict").len() == 2 {
+            shrunk = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shrunk, "the ISR should shrink to the two live replicas");
+    // Two live replicas would make a Raft quorum, but the topic demands three in sync.
+    let refused = producer
+        .send(FutureRecord::<(), _>::to("strict").partition(0).payload("two in sync"), Duration::from_secs(10))
+        .await;
+    assert!(refused.is_err(), "acks=all below min.insync.replicas must fail: {refused:?}");
+
+    cluster.node(follower).restart();
+    let fresh = idempotent_producer(&cluster.bootstrap(), &[]);
+    let accepted =
+        fresh.send(FutureRecord::<(), _>::to("strict").partition(0).payload("back"), Duration::from_secs(30)).await;
+    assert!(accepted.is_ok(), "writes resume once the follower is back in sync: {accepted:?}");
+}

@@ -43,6 +43,10 @@ const PEER_QUEUE_BATCHES: usize = 256;
 /// Wait between reconnection attempts to a peer.
 const RECONNECT_DELAY: Duration = Duration::from_millis(100);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 flow-control windows for Raft streams (both ends): large enough that a round's
+/// appends to a follower are never held back by the window.
+pub const STREAM_WINDOW_BYTES: u32 = 64 << 20;
+pub const CONNECTION_WINDOW_BYTES: u32 = 128 << 20;
 
 const FORWARD_OK: u32 = 0;
 const FORWARD_NOT_LEADER: u32 = 1;
@@ -87,6 +91,8 @@ impl GrpcTransport {
                 .map_err(|e| ReplicationError::Internal(format!("bad peer address {addr:?}: {e}")))?
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(5));
             let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
