@@ -272,6 +272,11 @@ mod tests {
             let err = bad.validate().expect_err(peers).to_string();
             assert!(err.contains(wanted), "{peers}: {err}");
         }
+        let file: FileSettings =
+            toml::from_str("node-id = 1\npeers = \"1@10.0.0.1:9093,2@10.0.0.2:9093\"\nrack = \"rack-a\"")
+                .expect("cluster toml");
+        let s = file.validate().expect("valid cluster toml");
+        assert_eq!((s.peers.len(), s.rack.as_deref()), (2, Some("rack-a")));
         let too_many = FileSettings { default_replication_factor: Some(2), ..Default::default() };
         assert!(too_many.validate().is_err(), "one node cannot hold two replicas");
     }
