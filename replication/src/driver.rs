@@ -45,6 +45,8 @@ const MAX_PROPOSAL_BYTES_PER_ROUND: usize = 64 << 20;
 const MAX_REPLAY_ROUNDS: usize = 100_000;
 /// Ticks between checks that hand leadership back to a partition's preferred replica.
 const PREFERRED_LEADER_CHECK_TICKS: u64 = 50;
+/// Ticks between leaders telling followers how far every replica has the log.
+const FLOOR_SHARE_TICKS: u64 = 50;
 
 /// What applying one proposal produced.
 #[derive(Debug)]
@@ -70,6 +72,8 @@ enum Msg {
         _permit: OwnedSemaphorePermit,
     },
     Compact(Vec<(u64, u64)>),
+    /// (group, index) pairs from leaders: every replica has the log up to the index.
+    Floors(Vec<(u64, u64)>),
     Shutdown,
 }
 
@@ -110,6 +114,8 @@ struct Group {
     caught_up_at: HashMap<u64, Instant>,
     /// The leader's last index at the previous tick; a follower at or past it is caught up.
     last_index_mark: u64,
+    /// On a follower: the index every replica has, as the leader last said (0: unknown).
+    compact_floor: u64,
 }
 
 #[derive(Clone)]
@@ -174,6 +180,10 @@ impl DriverHandle {
 
     pub fn deliver(&self, messages: Vec<(u64, Message)>, permit: OwnedSemaphorePermit) -> Result<(), ReplicationError> {
         self.tx.send(Msg::Raft { messages, _permit: permit }).map_err(|_| ReplicationError::Shutdown)
+    }
+
+    pub fn set_floors(&self, floors: Vec<(u64, u64)>) -> Result<(), ReplicationError> {
+        self.tx.send(Msg::Floors(floors)).map_err(|_| ReplicationError::Shutdown)
     }
 
     pub fn compact(&self, applied: Vec<(u64, u64)>) -> Result<(), ReplicationError> {
@@ -308,6 +318,7 @@ impl Driver {
                 voters: voters.to_vec(),
                 caught_up_at: HashMap::new(),
                 last_index_mark: 0,
+                compact_floor: 0,
             },
         );
         Ok(())
@@ -372,6 +383,13 @@ impl Driver {
                 }
             }
             Msg::Compact(applied) => self.compact(applied),
+            Msg::Floors(floors) => {
+                for (id, index) in floors {
+                    if let Some(group) = self.groups.get_mut(&id) {
+                        group.compact_floor = group.compact_floor.max(index);
+                    }
+                }
+            }
             Msg::Shutdown => return false,
         }
         true
@@ -402,7 +420,7 @@ impl Driver {
     fn compact(&mut self, applied: Vec<(u64, u64)>) {
         for (id, index) in applied {
             if let Some(group) = self.groups.get_mut(&id) {
-                let Some(index) = replicated_floor(&group.node, index) else { continue };
+                let Some(index) = replicated_floor(&group.node, index, group.compact_floor) else { continue };
                 if let Err(e) = group.node.mut_store().compact(index, &mut self.pending_log) {
                     tracing::warn!(group = id, error = %e, "raft log compaction skipped");
                 }
@@ -574,9 +592,18 @@ impl Driver {
         self.ticks += 1;
         let now = Instant::now();
         let balance = self.ticks.is_multiple_of(PREFERRED_LEADER_CHECK_TICKS);
-        for group in self.groups.values_mut() {
+        let share_floors = self.ticks.is_multiple_of(FLOOR_SHARE_TICKS);
+        let mut floors: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+        for (&id, group) in self.groups.iter_mut() {
             if group.node.raft.state != StateRole::Leader {
                 continue;
+            }
+            if share_floors && group.voters.len() > 1 {
+                if let Some(floor) = group.node.raft.prs().iter().map(|(_, pr)| pr.matched).min() {
+                    for &to in group.voters.iter().filter(|v| **v != self.node_id) {
+                        floors.entry(to).or_default().push((id, floor));
+                    }
+                }
             }
             let last_index = group.node.raft.raft_log.last_index();
             let mark = std::mem::replace(&mut group.last_index_mark, last_index);
@@ -602,6 +629,9 @@ impl Driver {
                     group.node.transfer_leader(preferred);
                 }
             }
+        }
+        for (to, floors) in floors {
+            self.transport.send_floors(to, floors);
         }
     }
 
@@ -684,19 +714,21 @@ fn serving_leader(group: &Group, node_id: u64) -> u64 {
     }
 }
 
-/// How far a group's log may be compacted given `applied` (durable here): a follower
-/// may need the entries to lead later, so only the leader compacts a replicated group,
-/// and only below what every replica has.
-fn replicated_floor(node: &RawNode<GroupStorage>, applied: u64) -> Option<u64> {
+/// How far a group's log may be compacted given `applied` (durable here): never past
+/// what every replica has, since a replica behind a compacted log would need a snapshot
+/// (not built yet). The leader knows every replica's matched index; a follower uses the
+/// floor its leader last shared (a follower may lead later and must still have the
+/// entries a lagging replica needs).
+fn replicated_floor(node: &RawNode<GroupStorage>, applied: u64, shared_floor: u64) -> Option<u64> {
     let voters = node.raft.prs().conf().voters().ids().len();
     if voters <= 1 && node.raft.prs().conf().learners().is_empty() {
         return Some(applied);
     }
-    if node.raft.state != StateRole::Leader {
-        return None;
-    }
-    let floor = node.raft.prs().iter().map(|(_, pr)| pr.matched).min()?;
-    Some(applied.min(floor))
+    let floor = match node.raft.state {
+        StateRole::Leader => node.raft.prs().iter().map(|(_, pr)| pr.matched).min()?,
+        _ => shared_floor,
+    };
+    Some(applied.min(floor)).filter(|f| *f > 0)
 }
 
 /// Answers the proposals settled by applying `entry`: the one that proposed it (same

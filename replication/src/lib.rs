@@ -194,6 +194,11 @@ impl Replication {
         Ok(count)
     }
 
+    /// Records how far the leaders of groups allow this node to compact their logs.
+    pub fn set_compact_floors(&self, floors: Vec<(u64, u64)>) -> Result<(), ReplicationError> {
+        self.driver.set_floors(floors)
+    }
+
     /// The live view of a partition hosted on this node.
     pub fn partition(&self, uid: u64) -> Option<Arc<PartitionView>> {
         self.views.partition(uid)

@@ -36,7 +36,7 @@ pub mod wire;
 use generated::raft_transport_client::RaftTransportClient;
 use generated::raft_transport_server::RaftTransport;
 pub use generated::raft_transport_server::RaftTransportServer;
-use wire::{GroupMessage, MetaProposal, MetaResult, RaftBatch, SendSummary};
+use wire::{CompactFloor, GroupMessage, MetaProposal, MetaResult, RaftBatch, SendSummary};
 
 /// Batches queued per destination node before new ones are dropped.
 const PEER_QUEUE_BATCHES: usize = 256;
@@ -58,6 +58,10 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub trait Transport: Send + Sync + 'static {
     /// Queues `messages` (group id, message) for node `to`. Must not block.
     fn send(&self, to: u64, messages: Vec<(u64, Message)>);
+    /// Tells node `to` how far it may compact groups' logs: (group, index every replica
+    /// has). Must not block; may be dropped.
+    fn send_floors(&self, _to: u64, _floors: Vec<(u64, u64)>) {}
+
     /// Runs an encoded metadata command on node `to` (the group-0 leader).
     fn forward_meta(&self, to: u64, command: Vec<u8>) -> BoxFuture<Result<MetaOutcome, ReplicationError>>;
 }
@@ -117,10 +121,18 @@ impl Transport for GrpcTransport {
                 .into_iter()
                 .map(|(group, m)| GroupMessage { group, message: Bytes::from(m.write_to_bytes().unwrap_or_default()) })
                 .collect(),
+            floors: Vec::new(),
         };
         match queue.try_send(batch) {
             Ok(()) => metrics::RAFT_MESSAGES_SENT.inc_by(count),
             Err(_) => metrics::RAFT_MESSAGES_DROPPED.inc_by(count),
+        }
+    }
+
+    fn send_floors(&self, to: u64, floors: Vec<(u64, u64)>) {
+        if let Some(queue) = self.queues.get(&to) {
+            let floors = floors.into_iter().map(|(group, index)| CompactFloor { group, index }).collect();
+            let _ = queue.try_send(RaftBatch { from: self.node_id, messages: Vec::new(), floors });
         }
     }
 
@@ -234,7 +246,13 @@ impl RaftTransport for RaftService {
                     Err(e) => return Err(Status::invalid_argument(format!("undecodable raft message: {e}"))),
                 }
             }
-            self.replication.deliver(messages).await.map_err(|_| Status::unavailable("shutting down"))?;
+            if !batch.floors.is_empty() {
+                let floors = batch.floors.iter().map(|f| (f.group, f.index)).collect();
+                self.replication.set_compact_floors(floors).map_err(|_| Status::unavailable("shutting down"))?;
+            }
+            if !messages.is_empty() {
+                self.replication.deliver(messages).await.map_err(|_| Status::unavailable("shutting down"))?;
+            }
             batches += 1;
         }
         Ok(Response::new(SendSummary { batches }))

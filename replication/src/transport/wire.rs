@@ -19,6 +19,14 @@ pub struct RaftBatch {
     /// Node id of the sender.
     pub from: u64,
     pub messages: Vec<GroupMessage>,
+    pub floors: Vec<CompactFloor>,
+}
+
+/// A leader's word that every replica of `group` has the log up to `index`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CompactFloor {
+    pub group: u64,
+    pub index: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -71,6 +79,7 @@ impl Message for RaftBatch {
             encoding::uint64::encode(1, &self.from, buf);
         }
         encoding::message::encode_repeated(2, &self.messages, buf);
+        encoding::message::encode_repeated(3, &self.floors, buf);
     }
 
     fn merge_field(
@@ -83,12 +92,15 @@ impl Message for RaftBatch {
         match tag {
             1 => encoding::uint64::merge(wire_type, &mut self.from, buf, ctx),
             2 => encoding::message::merge_repeated(wire_type, &mut self.messages, buf, ctx),
+            3 => encoding::message::merge_repeated(wire_type, &mut self.floors, buf, ctx),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
 
     fn encoded_len(&self) -> usize {
-        u64_len(1, self.from) + encoding::message::encoded_len_repeated(2, &self.messages)
+        u64_len(1, self.from)
+            + encoding::message::encoded_len_repeated(2, &self.messages)
+            + encoding::message::encoded_len_repeated(3, &self.floors)
     }
 
     fn clear(&mut self) {
@@ -126,6 +138,39 @@ impl Message for GroupMessage {
 
     fn clear(&mut self) {
         *self = GroupMessage::default();
+    }
+}
+
+impl Message for CompactFloor {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if self.group != 0 {
+            encoding::uint64::encode(1, &self.group, buf);
+        }
+        if self.index != 0 {
+            encoding::uint64::encode(2, &self.index, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => encoding::uint64::merge(wire_type, &mut self.group, buf, ctx),
+            2 => encoding::uint64::merge(wire_type, &mut self.index, buf, ctx),
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        u64_len(1, self.group) + u64_len(2, self.index)
+    }
+
+    fn clear(&mut self) {
+        *self = CompactFloor::default();
     }
 }
 
@@ -289,6 +334,7 @@ mod tests {
                 GroupMessage { group: 0, message: Bytes::from_static(b"m0") },
                 GroupMessage { group: 77, message: Bytes::new() },
             ],
+            floors: vec![CompactFloor { group: 5, index: 900 }],
         };
         assert_eq!(RaftBatch::decode(batch.encode_to_vec().as_slice()).expect("batch"), batch);
         let result = MetaResult { outcome: Bytes::from_static(b"{}"), error: 2, message: "no".into() };
