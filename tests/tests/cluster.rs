@@ -165,3 +165,38 @@ async fn min_insync_replicas_refuses_acks_all_writes_when_the_isr_shrinks() {
         fresh.send(FutureRecord::<(), _>::to("strict").partition(0).payload("back"), Duration::from_secs(30)).await;
     assert!(accepted.is_ok(), "writes resume once the follower is back in sync: {accepted:?}");
 }
+
+/// Metadata from a node without a replica names the leader its leader reported through
+/// the metadata group, so a client that knows only that node can still write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_names_the_leaders_of_partitions_it_does_not_host() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let cluster = Cluster::start(45, 3, &[]);
+    cluster.create_topic("spread", 3, 1, &[]).await;
+    // One replica per partition, placed on three different nodes.
+    let mut leaders: Vec<u64> =
+        (0..3).map(|p| cluster.leader("spread", p, Duration::from_secs(20)).expect("leader")).collect();
+    leaders.sort_unstable();
+    assert_eq!(leaders, vec![1, 2, 3], "placement rotates the single replica over the nodes");
+    for node in &cluster.nodes {
+        let client: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", node.bootstrap()).create().expect("metadata client");
+        let mut known = false;
+        for _ in 0..100 {
+            let metadata = client.fetch_metadata(Some("spread"), Duration::from_secs(5)).expect("metadata");
+            known = metadata.topics()[0].partitions().iter().all(|p| p.leader() > 0 && p.error().is_none());
+            if known {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(known, "node {} should name every partition's leader", node.node_id);
+        let producer = idempotent_producer(&node.bootstrap(), &[("message.timeout.ms", "20000")]);
+        for p in 0..3 {
+            let sent = producer
+                .send(FutureRecord::<(), _>::to("spread").partition(p).payload("x"), Duration::from_secs(20))
+                .await;
+            assert!(sent.is_ok(), "write to partition {p} knowing only node {}: {sent:?}", node.node_id);
+        }
+    }
+}
