@@ -218,7 +218,10 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     );
 
     chronik_kafka_api::serve(kafka, broker, shutdown_signal()).await;
-    tracing::info!("stopped accepting; flushing");
+    tracing::info!("stopped accepting; handing over leadership and flushing");
+    if clustered {
+        replication.step_down(std::time::Duration::from_secs(3)).await;
+    }
     retention_task.abort();
     register_task.abort();
     leaders_task.abort();

@@ -74,6 +74,8 @@ enum Msg {
     Compact(Vec<(u64, u64)>),
     /// (group, index) pairs from leaders: every replica has the log up to the index.
     Floors(Vec<(u64, u64)>),
+    /// Hand every led replicated group to its most caught-up follower (before shutdown).
+    StepDown,
     Shutdown,
 }
 
@@ -180,6 +182,10 @@ impl DriverHandle {
 
     pub fn deliver(&self, messages: Vec<(u64, Message)>, permit: OwnedSemaphorePermit) -> Result<(), ReplicationError> {
         self.tx.send(Msg::Raft { messages, _permit: permit }).map_err(|_| ReplicationError::Shutdown)
+    }
+
+    pub fn step_down(&self) -> Result<(), ReplicationError> {
+        self.tx.send(Msg::StepDown).map_err(|_| ReplicationError::Shutdown)
     }
 
     pub fn set_floors(&self, floors: Vec<(u64, u64)>) -> Result<(), ReplicationError> {
@@ -383,6 +389,19 @@ impl Driver {
                 }
             }
             Msg::Compact(applied) => self.compact(applied),
+            Msg::StepDown => {
+                for group in self.groups.values_mut() {
+                    if group.node.raft.state != StateRole::Leader || group.voters.len() < 2 {
+                        continue;
+                    }
+                    let me = self.node_id;
+                    let best =
+                        group.node.raft.prs().iter().filter(|(id, _)| **id != me).max_by_key(|(_, pr)| pr.matched);
+                    if let Some((&to, _)) = best {
+                        group.node.transfer_leader(to);
+                    }
+                }
+            }
             Msg::Floors(floors) => {
                 for (id, index) in floors {
                     if let Some(group) = self.groups.get_mut(&id) {

@@ -321,6 +321,24 @@ impl Replication {
         Ok(self.engine.batch_sizes(uid, view.log_start_offset(), view.high_watermark())?)
     }
 
+    /// Hands leadership of every replicated group this node leads to a follower and
+    /// waits (at most `timeout`) until it leads none, so clients fail over before the
+    /// node stops instead of after an election timeout.
+    pub async fn step_down(&self, timeout: Duration) {
+        if self.driver.step_down().is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let leads_any =
+                self.views.partitions().iter().any(|v| v.leader() == Some(self.node_id) && v.replicas.len() > 1);
+            if !leads_any {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the driver after the current round and flushes applied state.
     pub fn shutdown(&self) {
         self.driver.shutdown();
