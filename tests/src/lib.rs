@@ -206,9 +206,8 @@ impl Cluster {
         let client: BaseConsumer =
             ClientConfig::new().set("bootstrap.servers", cluster.bootstrap()).create().expect("metadata client");
         while Instant::now() < deadline {
-            let ready = client.fetch_metadata(None, Duration::from_secs(2)).is_ok_and(|m| {
-                m.brokers().len() == size as usize && m.orig_broker_id() > 0 && cluster.controller_known()
-            });
+            let ready = client.fetch_metadata(None, Duration::from_secs(2)).is_ok_and(|m| m.orig_broker_id() > 0)
+                && cluster.formed();
             if ready {
                 return cluster;
             }
@@ -217,12 +216,14 @@ impl Cluster {
         panic!("the cluster did not form within 30 s");
     }
 
-    /// Whether every node names a controller (the group-0 leader) in Metadata.
-    fn controller_known(&self) -> bool {
+    /// Whether every node names a controller (the group-0 leader) and lists every node
+    /// as a broker (all registered), so topics can be placed on all of them.
+    fn formed(&self) -> bool {
         use kafka_protocol::messages::MetadataRequest;
         self.nodes.iter().all(|n| {
             let mut client = raw::RawClient::connect(&n.bootstrap());
-            client.request(12, &MetadataRequest::default()).controller_id.0 > 0
+            let metadata = client.request(12, &MetadataRequest::default());
+            metadata.controller_id.0 > 0 && metadata.brokers.len() == self.nodes.len()
         })
     }
 
