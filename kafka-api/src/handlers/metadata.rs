@@ -78,9 +78,18 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, request: Metadata
                         .with_partition_index(index as i32)
                         .with_replica_nodes(ids(&p.replicas))
                         .with_isr_nodes(ids(&p.replicas));
-                    let view = broker.replication.partition(p.uid);
-                    let leader = view.as_ref().and_then(|v| Some((v.leader()?, v.leader_epoch(), v.isr())));
-                    let leader = leader.or_else(|| broker.replication.remote_leader(p.uid));
+                    // Leader and epoch: this node's replica knows them first. In-sync replicas:
+                    // only the leader computes them; other nodes use its last report.
+                    let me = broker.config.node_id as u64;
+                    let local =
+                        broker.replication.partition(p.uid).and_then(|v| Some((v.leader()?, v.leader_epoch(), v)));
+                    let reported = broker.replication.remote_leader(p.uid);
+                    let leader = match (local, reported) {
+                        (Some((l, epoch, v)), _) if l == me => Some((l, epoch, v.isr())),
+                        (Some((l, epoch, _)), Some((r, _, isr))) if r == l => Some((l, epoch, isr)),
+                        (Some((l, epoch, _)), _) => Some((l, epoch, p.replicas.clone())),
+                        (None, reported) => reported,
+                    };
                     match leader {
                         Some((leader, epoch, isr)) => {
                             partition.leader_id = BrokerId(leader as i32);
