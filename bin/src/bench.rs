@@ -43,6 +43,9 @@ pub struct Common {
     /// Partitions of the topic (created if missing).
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
+    /// Replicas per partition of a created topic (-1: the broker's default).
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: i32,
     /// Print a JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -125,7 +128,7 @@ impl ProducerContext for LatencyContext {
 pub fn ensure_topic(common: &Common) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &common.bootstrap).create()?;
-    let topic = NewTopic::new(&common.topic, common.partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(&common.topic, common.partitions, TopicReplication::Fixed(common.replication_factor));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let results = runtime.block_on(admin.create_topics([&topic], &AdminOptions::new()))?;
     for r in results {

@@ -16,8 +16,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use chronik_engine::{Durability, Engine};
 use chronik_kafka_api::{Broker, BrokerConfig, GroupConfig};
+use chronik_replication::command::MetaCommand;
 use chronik_replication::topic_config::TopicDefaults;
-use chronik_replication::{retention, Replication, ReplicationConfig};
+use chronik_replication::transport::{GrpcTransport, NoPeers, Transport};
+use chronik_replication::{retention, NodeInfo, Replication, ReplicationConfig};
 use clap::{Args, Parser, Subcommand};
 use settings::{FileSettings, Settings};
 
@@ -34,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Load-test a broker (this or any Kafka-compatible one).
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -80,6 +82,21 @@ struct StartArgs {
     group_initial_rebalance_delay_ms: Option<u64>,
     #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MINUTES")]
     offsets_retention_minutes: Option<u64>,
+    /// All nodes as ID@HOST:RPC_PORT,... (the same list on every node).
+    #[arg(long, env = "CHRONIK_PEERS")]
+    peers: Option<String>,
+    #[arg(long, env = "CHRONIK_RACK")]
+    rack: Option<String>,
+    #[arg(long, env = "CHRONIK_DC")]
+    dc: Option<String>,
+    #[arg(long, env = "CHRONIK_DEFAULT_REPLICATION_FACTOR")]
+    default_replication_factor: Option<i16>,
+    #[arg(long, env = "CHRONIK_MIN_INSYNC_REPLICAS")]
+    min_insync_replicas: Option<i64>,
+    #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS")]
+    replica_lag_time_max_ms: Option<u64>,
+    #[arg(long, env = "CHRONIK_RAFT_TICK_INTERVAL")]
+    raft_tick_interval: Option<String>,
 }
 
 impl StartArgs {
@@ -105,6 +122,13 @@ impl StartArgs {
             offsets_topic_num_partitions: self.offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
             offsets_retention_minutes: self.offsets_retention_minutes,
+            peers: self.peers,
+            rack: self.rack,
+            dc: self.dc,
+            default_replication_factor: self.default_replication_factor,
+            min_insync_replicas: self.min_insync_replicas,
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms,
+            raft_tick_interval: self.raft_tick_interval,
         };
         file.overlay(flags).validate()
     }
@@ -134,8 +158,28 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?,
     );
     let cluster_id = identify(&engine, settings.node_id)?;
-    let replication_config = ReplicationConfig::new(settings.node_id, settings.data_dir.join("raft"));
-    let replication = Arc::new(Replication::start(replication_config, engine.clone())?);
+    let mut replication_config = ReplicationConfig::new(settings.node_id, settings.data_dir.join("raft"));
+    replication_config.tick_interval = settings.raft_tick_interval;
+    replication_config.replica_lag_time = settings.replica_lag_time;
+    let transport: Arc<dyn Transport> = if settings.peers.is_empty() {
+        Arc::new(NoPeers)
+    } else {
+        let ids: Vec<u64> = settings.peers.iter().map(|(id, _)| *id).collect();
+        replication_config = replication_config.with_cluster(&ids);
+        Arc::new(GrpcTransport::start(settings.node_id, &settings.peers)?)
+    };
+    let replication = Arc::new(Replication::start_with(replication_config, engine.clone(), transport)?);
+    let rpc = tokio::net::TcpListener::bind(settings.rpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for RPC on {}", settings.rpc_addr))?;
+    let rpc_addr = rpc.local_addr()?;
+    let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rpc_router = rpc::router(rpc::AdminService::new(engine.clone(), &settings.data_dir), replication.clone());
+    let rpc_task = tokio::spawn(async move {
+        if let Err(e) = rpc::serve(rpc_router, rpc, async move { rpc_stopped.await.unwrap_or(()) }).await {
+            tracing::error!(error = %e, "rpc server failed");
+        }
+    });
 
     let kafka = tokio::net::TcpListener::bind(settings.kafka_addr)
         .await
@@ -143,28 +187,17 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_addr))?;
-    let rpc_listener = tokio::net::TcpListener::bind(settings.rpc_addr)
-        .await
-        .with_context(|| format!("cannot listen for RPC on {}", settings.rpc_addr))?;
     let kafka_addr = kafka.local_addr()?;
     let http_addr = http.local_addr()?;
-    let rpc_addr = rpc_listener.local_addr()?;
     // Port 0 binds any free port; advertise and report the one we got.
     let advertise_port = if settings.advertise_port == 0 { kafka_addr.port() } else { settings.advertise_port };
-    let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let rpc_router = rpc::router(rpc::AdminService::new(engine.clone(), &settings.data_dir));
-    let rpc_task = tokio::spawn(async move {
-        if let Err(e) = rpc::serve(rpc_router, rpc_listener, async move { rpc_stopped.await.unwrap_or(()) }).await {
-            tracing::error!(error = %e, "rpc server failed");
-        }
-    });
     write_listeners(&settings.data_dir, kafka_addr, http_addr, rpc_addr)?;
 
     let topic_defaults = TopicDefaults {
         retention_ms: settings.log_retention_ms,
         retention_bytes: settings.log_retention_bytes,
         max_message_bytes: settings.message_max_bytes,
-        ..TopicDefaults::default()
+        min_insync_replicas: settings.min_insync_replicas,
     };
     let broker = Broker::new(
         BrokerConfig {
@@ -174,7 +207,7 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
             advertised_port: advertise_port as i32,
             auto_create_topics: settings.auto_create_topics,
             num_partitions: settings.num_partitions,
-            default_replication_factor: 1,
+            default_replication_factor: settings.default_replication_factor,
             topic_defaults: topic_defaults.clone(),
             max_request_bytes: settings.socket_request_max_bytes,
             max_inflight_per_connection: 32,
@@ -189,6 +222,16 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     );
 
     let http_task = tokio::spawn(http::serve(http));
+    let me = NodeInfo {
+        id: settings.node_id,
+        kafka_host: settings.advertise_host.clone(),
+        kafka_port: advertise_port,
+        rack: settings.rack.clone(),
+        dc: settings.dc.clone(),
+    };
+    let register_task = tokio::spawn(register(replication.clone(), me, cluster_id.clone()));
+    let clustered = !settings.peers.is_empty();
+    let leaders_task = tokio::spawn(report_leaders(replication.clone(), clustered));
     let retention_task = retention::spawn(replication.clone(), topic_defaults, settings.retention_check_interval);
     tracing::info!(
         node_id = settings.node_id,
@@ -197,19 +240,68 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
         advertised = %format!("{}:{}", settings.advertise_host, advertise_port),
         http = %http_addr,
         rpc = %rpc_addr,
+        peers = settings.peers.len(),
         data_dir = %settings.data_dir.display(),
         "chronik node started"
     );
 
     chronik_kafka_api::serve(kafka, broker, shutdown_signal()).await;
-    tracing::info!("stopped accepting; flushing");
+    tracing::info!("stopped accepting; handing over leadership and flushing");
+    if clustered {
+        replication.step_down(std::time::Duration::from_secs(3)).await;
+    }
     retention_task.abort();
+    register_task.abort();
+    leaders_task.abort();
     http_task.abort();
+    // Peers keep their Raft streams open, so a graceful stop of the RPC server could
+    // wait forever: give it a moment, then drop it.
     let _ = rpc_stop.send(());
-    rpc_task.abort();
+    if tokio::time::timeout(std::time::Duration::from_secs(1), rpc_task).await.is_err() {
+        tracing::debug!("rpc server did not stop within 1 s; dropping its connections");
+    }
     replication.shutdown();
     tracing::info!("chronik node stopped");
     Ok(())
+}
+
+/// Announces this node's Kafka address, rack and data centre through group 0, retrying
+/// until the metadata group has a leader.
+async fn register(replication: Arc<Replication>, me: NodeInfo, cluster_id: String) {
+    loop {
+        let cluster = replication.cluster();
+        if cluster.nodes.get(&me.id) == Some(&me) && cluster.cluster_id.is_some() {
+            return;
+        }
+        let command = match cluster.cluster_id {
+            None => MetaCommand::InitCluster { cluster_id: cluster_id.clone() },
+            Some(_) => MetaCommand::RegisterNode(me.clone()),
+        };
+        match replication.propose_meta(command).await {
+            // Loop: the outcome is applied on the leader, maybe not here yet.
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "node registration not done yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// In a cluster, keeps group 0's record of the partitions this node leads current, so
+/// nodes without a replica can name the leader in Metadata.
+async fn report_leaders(replication: Arc<Replication>, clustered: bool) {
+    if !clustered {
+        return;
+    }
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = replication.report_leaders().await {
+            tracing::debug!(error = %e, "leader report failed; retrying");
+        }
+    }
 }
 
 /// Records the bound addresses in `<data-dir>/listeners` (`kafka=HOST:PORT`,

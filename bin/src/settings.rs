@@ -45,6 +45,25 @@ pub struct FileSettings {
     pub group_initial_rebalance_delay_ms: Option<u64>,
     /// Committed offsets of an empty group are deleted after this long. Default 10080 (7 days).
     pub offsets_retention_minutes: Option<u64>,
+    /// Every node of the cluster as `ID@HOST:RPC_PORT`, comma-separated, the same list
+    /// on every node (including this one). The first 3 (5 with 5 or more nodes) vote in
+    /// the metadata group. Default: none, a single node.
+    pub peers: Option<String>,
+    /// Rack of this node, used to spread replicas. Default none.
+    pub rack: Option<String>,
+    /// Data centre of this node. Default none.
+    pub dc: Option<String>,
+    /// Replicas of auto-created topics and of topics created without one. Default: 3,
+    /// or the number of nodes if fewer.
+    pub default_replication_factor: Option<i16>,
+    /// Default `min.insync.replicas` of topics. Default 1.
+    pub min_insync_replicas: Option<i64>,
+    /// A follower not caught up for this long leaves the in-sync replicas, in ms.
+    /// Default 10000.
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// One Raft tick, e.g. "100ms"; elections start after 10 to 20 silent ticks and
+    /// leaders heartbeat every 2. Default 100ms.
+    pub raft_tick_interval: Option<String>,
 }
 
 /// Validated settings.
@@ -67,6 +86,14 @@ pub struct Settings {
     pub offsets_topic_num_partitions: i32,
     pub group_initial_rebalance_delay: Duration,
     pub offsets_retention: Duration,
+    /// All nodes (id, RPC address) in configuration order; empty for a single node.
+    pub peers: Vec<(u64, String)>,
+    pub rack: Option<String>,
+    pub dc: Option<String>,
+    pub default_replication_factor: i16,
+    pub min_insync_replicas: i64,
+    pub replica_lag_time: Duration,
+    pub raft_tick_interval: Duration,
 }
 
 impl FileSettings {
@@ -97,6 +124,13 @@ impl FileSettings {
                 .group_initial_rebalance_delay_ms
                 .or(self.group_initial_rebalance_delay_ms),
             offsets_retention_minutes: over.offsets_retention_minutes.or(self.offsets_retention_minutes),
+            peers: over.peers.or(self.peers),
+            rack: over.rack.or(self.rack),
+            dc: over.dc.or(self.dc),
+            default_replication_factor: over.default_replication_factor.or(self.default_replication_factor),
+            min_insync_replicas: over.min_insync_replicas.or(self.min_insync_replicas),
+            replica_lag_time_max_ms: over.replica_lag_time_max_ms.or(self.replica_lag_time_max_ms),
+            raft_tick_interval: over.raft_tick_interval.or(self.raft_tick_interval),
         }
     }
 
@@ -138,7 +172,40 @@ impl FileSettings {
         let retention_check_interval = humantime::parse_duration(&interval).with_context(|| {
             format!("log-retention-check-interval {interval:?} is not a duration like \"5m\" or \"500ms\"")
         })?;
+        let peers = match self.peers.as_deref().map(str::trim) {
+            None | Some("") => Vec::new(),
+            Some(list) => parse_peers(list)?,
+        };
+        if !peers.is_empty() && !peers.iter().any(|(id, _)| *id == node_id) {
+            bail!("peers must list this node (node-id {node_id}) too, e.g. {node_id}@HOST:RPC_PORT");
+        }
+        let nodes = peers.len().max(1);
+        let default_replication_factor = self.default_replication_factor.unwrap_or(nodes.min(3) as i16);
+        if default_replication_factor < 1 || default_replication_factor as usize > nodes {
+            bail!("default-replication-factor must be between 1 and the number of nodes ({nodes}), got {default_replication_factor}");
+        }
+        let min_insync_replicas = self.min_insync_replicas.unwrap_or(1);
+        if min_insync_replicas < 1 {
+            bail!("min-insync-replicas must be >= 1, got {min_insync_replicas}");
+        }
+        let tick = self.raft_tick_interval.unwrap_or_else(|| "100ms".into());
+        let raft_tick_interval = humantime::parse_duration(&tick)
+            .with_context(|| format!("raft-tick-interval {tick:?} is not a duration like \"100ms\""))?;
+        if raft_tick_interval < Duration::from_millis(1) || raft_tick_interval > Duration::from_secs(10) {
+            bail!("raft-tick-interval must be between 1ms and 10s, got {tick}");
+        }
+        let replica_lag_time_max_ms = self.replica_lag_time_max_ms.unwrap_or(10_000);
+        if replica_lag_time_max_ms == 0 {
+            bail!("replica-lag-time-max-ms must be > 0");
+        }
         Ok(Settings {
+            peers,
+            rack: self.rack.filter(|r| !r.is_empty()),
+            dc: self.dc.filter(|d| !d.is_empty()),
+            default_replication_factor,
+            min_insync_replicas,
+            replica_lag_time: Duration::from_millis(replica_lag_time_max_ms),
+            raft_tick_interval,
             node_id,
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./chronik-data")),
             kafka_addr,
@@ -158,6 +225,29 @@ impl FileSettings {
             offsets_retention: Duration::from_secs(offsets_retention_minutes * 60),
         })
     }
+}
+
+/// Parses `ID@HOST:PORT,...`: ids >= 1 and unique, addresses with a port.
+fn parse_peers(list: &str) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut peers: Vec<(u64, String)> = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, addr) = item
+            .split_once('@')
+            .with_context(|| format!("peer {item:?} must be ID@HOST:PORT, e.g. 1@10.0.0.1:9093"))?;
+        let id: u64 = id.parse().with_context(|| format!("peer {item:?}: {id:?} is not a node id"))?;
+        if id == 0 {
+            bail!("peer {item:?}: node ids start at 1");
+        }
+        let (host, port) = addr.rsplit_once(':').with_context(|| format!("peer {item:?}: address needs a :PORT"))?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            bail!("peer {item:?}: {addr:?} is not HOST:PORT with a port from 1 to 65535");
+        }
+        if peers.iter().any(|(other, _)| *other == id) {
+            bail!("peers: node id {id} is listed twice");
+        }
+        peers.push((id, addr.to_string()));
+    }
+    Ok(peers)
 }
 
 #[cfg(test)]
@@ -182,5 +272,37 @@ mod tests {
         let bad = FileSettings { kafka_addr: Some("nope".into()), ..Default::default() };
         assert!(bad.validate().expect_err("bad address").to_string().contains("kafka-addr"));
         assert!(toml::from_str::<FileSettings>("no-such-key = 1").is_err());
+    }
+
+    #[test]
+    fn peers_are_parsed_and_checked() {
+        let ok = FileSettings {
+            node_id: Some(2),
+            peers: Some("1@a:9093, 2@b:9093,3@10.0.0.3:9093".into()),
+            ..Default::default()
+        };
+        let s = ok.validate().expect("valid peers");
+        assert_eq!(s.peers.len(), 3);
+        assert_eq!(s.peers[2], (3, "10.0.0.3:9093".to_string()));
+        assert_eq!(s.default_replication_factor, 3);
+        for (peers, wanted) in [
+            ("1@a:9093,1@b:9093", "listed twice"),
+            ("1@a", "needs a :PORT"),
+            ("x@a:1", "not a node id"),
+            ("0@a:1", "start at 1"),
+            ("1@a:0", "HOST:PORT"),
+            ("3@a:1,4@b:1", "must list this node"),
+        ] {
+            let bad = FileSettings { node_id: Some(1), peers: Some(peers.into()), ..Default::default() };
+            let err = bad.validate().expect_err(peers).to_string();
+            assert!(err.contains(wanted), "{peers}: {err}");
+        }
+        let file: FileSettings =
+            toml::from_str("node-id = 1\npeers = \"1@10.0.0.1:9093,2@10.0.0.2:9093\"\nrack = \"rack-a\"")
+                .expect("cluster toml");
+        let s = file.validate().expect("valid cluster toml");
+        assert_eq!((s.peers.len(), s.rack.as_deref()), (2, Some("rack-a")));
+        let too_many = FileSettings { default_replication_factor: Some(2), ..Default::default() };
+        assert!(too_many.validate().is_err(), "one node cannot hold two replicas");
     }
 }

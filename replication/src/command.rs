@@ -56,6 +56,15 @@ pub enum MetaCommand {
         delete: Vec<String>,
     },
     AllocateProducerId,
+    /// A node announces (or updates) its Kafka address, rack and data centre.
+    RegisterNode(crate::metadata::NodeInfo),
+    /// Leaders report the partitions they lead, so nodes without a replica can answer
+    /// Metadata. Older epochs than the recorded one are ignored at apply.
+    ReportLeaders(Vec<crate::metadata::LeaderRecord>),
+    /// Sets the cluster id if none is set yet: the first node to propose names the cluster.
+    InitCluster {
+        cluster_id: String,
+    },
 }
 
 /// Encodes an append without first copying `records` into a command value.

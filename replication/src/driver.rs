@@ -5,8 +5,14 @@
 //! advance, apply all committed entries in ONE RocksDB write (no WAL: raft-engine holds
 //! the log), then answer the proposals and publish the new offsets. Proposals that
 //! arrive during a round's fsync ride the next round: that is the group commit.
+//!
+//! With peers, a round follows raft-rs' documented order: a leader's messages go out
+//! before the fsync (appends to followers run in parallel with the leader's own write),
+//! messages that depend on persisted state (votes, append responses) only after it,
+//! and the light ready's messages after `advance`. All messages of a round for one
+//! node travel as one batch through the [`Transport`], which never blocks.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,7 +22,7 @@ use bytes::Bytes;
 use chronik_engine::{Durability, Engine, PartitionState, WriteBatch};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use raft::eraftpb::{Entry, EntryType};
+use raft::eraftpb::{Entry, EntryType, Message};
 use raft::{RawNode, StateRole};
 use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, ReadableSize};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -26,6 +32,7 @@ use crate::groups;
 use crate::metadata::{ClusterMeta, MetaEffects, MetaOutcome, PartitionMeta};
 use crate::partition::PartitionMachine;
 use crate::storage::GroupStorage;
+use crate::transport::Transport;
 use crate::view::{PartitionView, Views};
 use crate::{logger, metrics, AppendError, AppendOutcome, ReplicationConfig, ReplicationError};
 
@@ -37,6 +44,10 @@ const MAX_PROPOSALS_PER_ROUND: usize = 8192;
 const MAX_PROPOSAL_BYTES_PER_ROUND: usize = 64 << 20;
 /// Rounds allowed to replay the log at start-up.
 const MAX_REPLAY_ROUNDS: usize = 100_000;
+/// Ticks between checks that hand leadership back to a partition's preferred replica.
+const PREFERRED_LEADER_CHECK_TICKS: u64 = 50;
+/// Ticks between leaders telling followers how far every replica has the log.
+const FLOOR_SHARE_TICKS: u64 = 50;
 
 /// What applying one proposal produced.
 #[derive(Debug)]
@@ -51,8 +62,22 @@ pub(crate) type ApplyResult = Result<Applied, ReplicationError>;
 type Reply = oneshot::Sender<ApplyResult>;
 
 enum Msg {
-    Propose { group: u64, data: Vec<u8>, reply: Reply, permit: OwnedSemaphorePermit },
+    Propose {
+        group: u64,
+        data: Vec<u8>,
+        reply: Reply,
+        permit: OwnedSemaphorePermit,
+    },
+    /// Messages from other nodes; the permit bounds what waits in the channel.
+    Raft {
+        messages: Vec<(u64, Message)>,
+        _permit: OwnedSemaphorePermit,
+    },
     Compact(Vec<(u64, u64)>),
+    /// (group, index) pairs from leaders: every replica has the log up to the index.
+    Floors(Vec<(u64, u64)>),
+    /// Hand every led replicated group to its most caught-up follower (before shutdown).
+    StepDown,
     Shutdown,
 }
 
@@ -85,6 +110,16 @@ struct Group {
     pending: VecDeque<Pending>,
     view: Option<Arc<PartitionView>>,
     applied: Arc<AtomicU64>,
+    /// Term of the last applied entry: a new leader serves once it applied its own.
+    applied_term: u64,
+    /// Voters; the first is the preferred leader.
+    voters: Vec<u64>,
+    /// When each follower last caught up with the leader's log end (leader only).
+    caught_up_at: HashMap<u64, Instant>,
+    /// The leader's last index at the previous tick; a follower at or past it is caught up.
+    last_index_mark: u64,
+    /// On a follower: the index every replica has, as the leader last said (0: unknown).
+    compact_floor: u64,
 }
 
 #[derive(Clone)]
@@ -98,6 +133,7 @@ impl DriverHandle {
         config: &ReplicationConfig,
         engine: Arc<Engine>,
         views: Arc<Views>,
+        transport: Arc<dyn Transport>,
     ) -> Result<DriverHandle, ReplicationError> {
         let log_config = LogConfig {
             dir: config.raft_dir.to_string_lossy().into_owned(),
@@ -110,6 +146,13 @@ impl DriverHandle {
         let mut driver = Driver {
             node_id: config.node_id,
             tick_interval: config.tick_interval,
+            election_tick: config.election_tick,
+            replica_lag_time: config.replica_lag_time,
+            meta_voters: config.meta_voters.clone(),
+            meta_learners: config.meta_learners.clone(),
+            transport,
+            outbox: HashMap::new(),
+            ticks: 0,
             log,
             engine,
             views,
@@ -139,6 +182,18 @@ impl DriverHandle {
         self.tx.send(Msg::Propose { group, data, reply, permit }).map_err(|_| ReplicationError::Shutdown)
     }
 
+    pub fn deliver(&self, messages: Vec<(u64, Message)>, permit: OwnedSemaphorePermit) -> Result<(), ReplicationError> {
+        self.tx.send(Msg::Raft { messages, _permit: permit }).map_err(|_| ReplicationError::Shutdown)
+    }
+
+    pub fn step_down(&self) -> Result<(), ReplicationError> {
+        self.tx.send(Msg::StepDown).map_err(|_| ReplicationError::Shutdown)
+    }
+
+    pub fn set_floors(&self, floors: Vec<(u64, u64)>) -> Result<(), ReplicationError> {
+        self.tx.send(Msg::Floors(floors)).map_err(|_| ReplicationError::Shutdown)
+    }
+
     pub fn compact(&self, applied: Vec<(u64, u64)>) -> Result<(), ReplicationError> {
         self.tx.send(Msg::Compact(applied)).map_err(|_| ReplicationError::Shutdown)
     }
@@ -155,6 +210,14 @@ impl DriverHandle {
 struct Driver {
     node_id: u64,
     tick_interval: Duration,
+    election_tick: usize,
+    replica_lag_time: Duration,
+    meta_voters: Vec<u64>,
+    meta_learners: Vec<u64>,
+    transport: Arc<dyn Transport>,
+    /// Messages of the current round, per destination node.
+    outbox: HashMap<u64, Vec<(u64, Message)>>,
+    ticks: u64,
     log: Arc<LogEngine>,
     engine: Arc<Engine>,
     views: Arc<Views>,
@@ -178,7 +241,8 @@ impl Driver {
         let meta = ClusterMeta::load(&self.engine)?;
         let partitions: Vec<PartitionMeta> = meta.topics.values().flat_map(|t| t.partitions.iter().cloned()).collect();
         self.views.set_cluster(Arc::new(meta.clone()));
-        self.open_group(META_GROUP, &[self.node_id], Machine::Meta(meta))?;
+        let (voters, learners) = (self.meta_voters.clone(), self.meta_learners.clone());
+        self.open_group(META_GROUP, &voters, &learners, Machine::Meta(meta))?;
         let node_id = self.node_id;
         for p in partitions.iter().filter(|p| p.replicas.contains(&node_id)) {
             self.open_partition(p)?;
@@ -202,23 +266,29 @@ impl Driver {
 
     fn open_partition(&mut self, p: &PartitionMeta) -> Result<(), ReplicationError> {
         let machine = PartitionMachine::load(&self.engine, p.uid)?;
-        self.open_group(p.uid, &p.replicas, Machine::Partition(machine))
+        self.open_group(p.uid, &p.replicas, &[], Machine::Partition(machine))
     }
 
-    fn open_group(&mut self, id: u64, voters: &[u64], machine: Machine) -> Result<(), ReplicationError> {
-        let applied = match &machine {
-            Machine::Partition(m) => m.state.applied_index,
-            Machine::Meta(_) => self.engine.partition_state(id)?.map_or(0, |s| s.applied_index),
+    fn open_group(
+        &mut self,
+        id: u64,
+        voters: &[u64],
+        learners: &[u64],
+        machine: Machine,
+    ) -> Result<(), ReplicationError> {
+        let (applied, applied_term) = match &machine {
+            Machine::Partition(m) => (m.state.applied_index, m.state.applied_term),
+            Machine::Meta(_) => self.engine.partition_state(id)?.map_or((0, 0), |s| (s.applied_index, s.applied_term)),
         };
-        let mut storage = match GroupStorage::load(id, self.log.clone())? {
-            Some(storage) => storage,
-            None => GroupStorage::bootstrap(id, self.log.clone(), voters, &mut self.pending_log)?,
+        let (mut storage, fresh) = match GroupStorage::load(id, self.log.clone())? {
+            Some(storage) => (storage, false),
+            None => (GroupStorage::bootstrap(id, self.log.clone(), voters, learners, &mut self.pending_log)?, true),
         };
         storage.ensure_committed(applied);
         let config = raft::Config {
             id: self.node_id,
-            election_tick: 10,
-            heartbeat_tick: 3,
+            election_tick: self.election_tick,
+            heartbeat_tick: (self.election_tick / 4).max(1),
             applied,
             max_size_per_msg: 1 << 20,
             max_committed_size_per_ready: 256 << 20,
@@ -228,13 +298,14 @@ impl Driver {
             ..Default::default()
         };
         let mut node = RawNode::new(&config, storage, &logger::raft_logger(id))?;
-        if voters == [self.node_id] {
-            // A single voter elects itself at once.
+        if voters == [self.node_id] || (fresh && voters.first() == Some(&self.node_id)) {
+            // A single voter elects itself at once; a new group's preferred replica
+            // starts the first election instead of waiting out a timeout.
             node.campaign()?;
         }
         let view = match &machine {
             Machine::Partition(m) => {
-                let view = Arc::new(PartitionView::new(id));
+                let view = Arc::new(PartitionView::new(id, voters.to_vec()));
                 view.publish(m.state.next_offset, m.state.log_start_offset, node.raft.term, node.raft.leader_id);
                 self.views.insert_partition(view.clone());
                 Some(view)
@@ -243,7 +314,21 @@ impl Driver {
         };
         let applied_cell = self.views.applied_cell(id);
         applied_cell.store(applied, Ordering::Release);
-        self.groups.insert(id, Group { node, machine, pending: VecDeque::new(), view, applied: applied_cell });
+        self.groups.insert(
+            id,
+            Group {
+                node,
+                machine,
+                pending: VecDeque::new(),
+                view,
+                applied: applied_cell,
+                applied_term,
+                voters: voters.to_vec(),
+                caught_up_at: HashMap::new(),
+                last_index_mark: 0,
+                compact_floor: 0,
+            },
+        );
         Ok(())
     }
 
@@ -278,6 +363,7 @@ impl Driver {
                 for group in self.groups.values_mut() {
                     group.node.tick();
                 }
+                self.after_tick();
                 next_tick = Instant::now() + self.tick_interval;
             }
             if let Err(e) = self.round() {
@@ -295,7 +381,36 @@ impl Driver {
     fn handle(&mut self, msg: Msg) -> bool {
         match msg {
             Msg::Propose { group, data, reply, permit } => self.propose(group, data, reply, permit),
+            Msg::Raft { messages, _permit } => {
+                metrics::RAFT_MESSAGES_RECEIVED.inc_by(messages.len() as u64);
+                for (id, message) in messages {
+                    // Messages for a group not (yet) hosted here are dropped; the leader resends.
+                    if let Some(group) = self.groups.get_mut(&id) {
+                        let _ = group.node.step(message);
+                    }
+                }
+            }
             Msg::Compact(applied) => self.compact(applied),
+            Msg::StepDown => {
+                for group in self.groups.values_mut() {
+                    if group.node.raft.state != StateRole::Leader || group.voters.len() < 2 {
+                        continue;
+                    }
+                    let me = self.node_id;
+                    let best =
+                        group.node.raft.prs().iter().filter(|(id, _)| **id != me).max_by_key(|(_, pr)| pr.matched);
+                    if let Some((&to, _)) = best {
+                        group.node.transfer_leader(to);
+                    }
+                }
+            }
+            Msg::Floors(floors) => {
+                for (id, index) in floors {
+                    if let Some(group) = self.groups.get_mut(&id) {
+                        group.compact_floor = group.compact_floor.max(index);
+                    }
+                }
+            }
             Msg::Shutdown => return false,
         }
         true
@@ -326,6 +441,7 @@ impl Driver {
     fn compact(&mut self, applied: Vec<(u64, u64)>) {
         for (id, index) in applied {
             if let Some(group) = self.groups.get_mut(&id) {
+                let Some(index) = replicated_floor(&group.node, index, group.compact_floor) else { continue };
                 if let Err(e) = group.node.mut_store().compact(index, &mut self.pending_log) {
                     tracing::warn!(group = id, error = %e, "raft log compaction skipped");
                 }
@@ -347,9 +463,14 @@ impl Driver {
             if !group.node.has_ready() {
                 continue;
             }
-            let ready = group.node.ready();
-            // Messages to other replicas travel with the cluster transport; a
-            // single-voter group produces none.
+            let mut ready = group.node.ready();
+            if !ready.snapshot().is_empty() {
+                // Log compaction never passes what every replica has (see `compact`),
+                // so no snapshot is ever produced: snapshots come with a later issue.
+                tracing::error!(group = id, "raft snapshot received but snapshots are not supported");
+            }
+            // A leader's messages may leave before its own write (Raft thesis 10.2.1).
+            queue_messages(&mut self.outbox, *id, ready.take_messages());
             let store = group.node.mut_store();
             store.append(ready.entries(), log_batch)?;
             if let Some(hs) = ready.hs() {
@@ -357,6 +478,7 @@ impl Driver {
             }
             readies.push((*id, ready));
         }
+        flush_outbox(&mut self.outbox, self.transport.as_ref());
         if readies.is_empty() && log_batch.is_empty() {
             return Ok(());
         }
@@ -367,6 +489,11 @@ impl Driver {
             metrics::FSYNCS.inc();
         }
         metrics::ROUNDS.inc();
+        // Votes and append responses promise persisted state: only now may they leave.
+        for (id, ready) in readies.iter_mut() {
+            queue_messages(&mut self.outbox, *id, ready.take_persisted_messages());
+        }
+        self.flush_outbox();
 
         let apply_timer = metrics::APPLY_SECONDS.start_timer();
         let engine = self.engine.clone();
@@ -380,6 +507,7 @@ impl Driver {
             if let Some(commit) = light.commit_index() {
                 group.node.mut_store().set_commit(commit, &mut self.pending_log)?;
             }
+            queue_messages(&mut self.outbox, id, light.take_messages());
             let committed = light.take_committed_entries();
             self.apply(id, committed, &mut wb)?;
             if let Some(group) = self.groups.get_mut(&id) {
@@ -396,15 +524,26 @@ impl Driver {
             }
         }
 
+        self.flush_outbox();
         for id in touched {
             let Some(group) = self.groups.get_mut(&id) else { continue };
             let applied = group.node.raft.raft_log.applied;
             group.applied.store(applied, Ordering::Release);
             group.node.mut_store().evict_applied(applied);
+            if group.node.raft.state != StateRole::Leader {
+                // A deposed leader's proposals may still commit under the new leader, or
+                // not: the client retries (idempotent producers deduplicate).
+                for p in group.pending.drain(..) {
+                    self.replies.push((p.reply, Err(ReplicationError::NotLeader)));
+                }
+                group.caught_up_at.clear();
+            }
+            let leader = serving_leader(group, self.node_id);
             if let (Some(view), Machine::Partition(m)) = (&group.view, &group.machine) {
-                let leader =
-                    if group.node.raft.state == StateRole::Leader { self.node_id } else { group.node.raft.leader_id };
                 view.publish(m.state.next_offset, m.state.log_start_offset, group.node.raft.term, leader);
+            }
+            if id == META_GROUP {
+                self.views.set_meta_leader(leader);
             }
         }
         // Answer only after publishing, so a client that saw its ack can read its write.
@@ -418,6 +557,7 @@ impl Driver {
         metrics::APPLIED_ENTRIES.inc_by(entries.len() as u64);
         for entry in entries {
             let Some(group) = self.groups.get_mut(&id) else { return Ok(()) };
+            group.applied_term = entry.term;
             let result = match &mut group.machine {
                 Machine::Partition(m) => {
                     m.on_entry(entry.index, entry.term, wb);
@@ -463,6 +603,59 @@ impl Driver {
 }
 
 impl Driver {
+    /// Sends the round's messages, one batch per destination node.
+    fn flush_outbox(&mut self) {
+        flush_outbox(&mut self.outbox, self.transport.as_ref());
+    }
+
+    /// Per tick: the in-sync replicas of led partitions, and preferred-leader balancing.
+    fn after_tick(&mut self) {
+        self.ticks += 1;
+        let now = Instant::now();
+        let balance = self.ticks.is_multiple_of(PREFERRED_LEADER_CHECK_TICKS);
+        let share_floors = self.ticks.is_multiple_of(FLOOR_SHARE_TICKS);
+        let mut floors: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+        for (&id, group) in self.groups.iter_mut() {
+            if group.node.raft.state != StateRole::Leader {
+                continue;
+            }
+            if share_floors && group.voters.len() > 1 {
+                if let Some(floor) = group.node.raft.prs().iter().map(|(_, pr)| pr.matched).min() {
+                    for &to in group.voters.iter().filter(|v| **v != self.node_id) {
+                        floors.entry(to).or_default().push((id, floor));
+                    }
+                }
+            }
+            let last_index = group.node.raft.raft_log.last_index();
+            let mark = std::mem::replace(&mut group.last_index_mark, last_index);
+            let mut isr = Vec::with_capacity(group.voters.len());
+            for &id in &group.voters {
+                let caught_up = id == self.node_id
+                    || group.node.raft.prs().get(id).is_some_and(|pr| pr.matched >= mark && pr.recent_active);
+                let since = group.caught_up_at.entry(id).or_insert(now);
+                if caught_up {
+                    *since = now;
+                }
+                if now.duration_since(*since) <= self.replica_lag_time {
+                    isr.push(id);
+                }
+            }
+            if let Some(view) = &group.view {
+                view.set_isr(isr);
+            }
+            let preferred = group.voters.first().copied().unwrap_or(self.node_id);
+            if balance && preferred != self.node_id && group.node.raft.lead_transferee.is_none() {
+                let ready = group.node.raft.prs().get(preferred).is_some_and(|pr| pr.matched == last_index);
+                if ready {
+                    group.node.transfer_leader(preferred);
+                }
+            }
+        }
+        for (to, floors) in floors {
+            self.transport.send_floors(to, floors);
+        }
+    }
+
     fn finish(mut self) {
         for group in self.groups.values_mut() {
             for p in group.pending.drain(..) {
@@ -522,6 +715,49 @@ fn apply_meta(
             None
         }
     }
+}
+
+fn flush_outbox(outbox: &mut HashMap<u64, Vec<(u64, Message)>>, transport: &dyn Transport) {
+    for (to, messages) in outbox.iter_mut() {
+        if !messages.is_empty() {
+            transport.send(*to, std::mem::take(messages));
+        }
+    }
+}
+
+fn queue_messages(outbox: &mut HashMap<u64, Vec<(u64, Message)>>, group: u64, messages: Vec<Message>) {
+    for m in messages {
+        outbox.entry(m.to).or_default().push((group, m));
+    }
+}
+
+/// The leader clients should use: this node once it leads AND has applied an entry of
+/// its own term (before that its high watermark may lag the previous leader's, and a
+/// reader must never see offsets go backwards), otherwise the leader Raft knows.
+fn serving_leader(group: &Group, node_id: u64) -> u64 {
+    let raft = &group.node.raft;
+    match raft.state {
+        StateRole::Leader if group.applied_term == raft.term => node_id,
+        StateRole::Leader => 0,
+        _ => raft.leader_id,
+    }
+}
+
+/// How far a group's log may be compacted given `applied` (durable here): never past
+/// what every replica has, since a replica behind a compacted log would need a snapshot
+/// (not built yet). The leader knows every replica's matched index; a follower uses the
+/// floor its leader last shared (a follower may lead later and must still have the
+/// entries a lagging replica needs).
+fn replicated_floor(node: &RawNode<GroupStorage>, applied: u64, shared_floor: u64) -> Option<u64> {
+    let voters = node.raft.prs().conf().voters().ids().len();
+    if voters <= 1 && node.raft.prs().conf().learners().is_empty() {
+        return Some(applied);
+    }
+    let floor = match node.raft.state {
+        StateRole::Leader => node.raft.prs().iter().map(|(_, pr)| pr.matched).min()?,
+        _ => shared_floor,
+    };
+    Some(applied.min(floor)).filter(|f| *f > 0)
 }
 
 /// Answers the proposals settled by applying `entry`: the one that proposed it (same

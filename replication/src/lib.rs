@@ -5,7 +5,9 @@
 //! over a channel to the driver thread (`driver`), which owns every `RawNode`, persists
 //! the entries of all groups with one raft-engine write and one fsync per round, applies
 //! committed entries with one RocksDB write per round, and answers each proposal on apply.
-//! [`metadata`] and `partition` are the deterministic state machines.
+//! [`metadata`] and `partition` are the deterministic state machines. [`transport`]
+//! carries Raft messages between nodes (tonic) and forwards metadata commands to the
+//! group-0 leader.
 //!
 //! Architecture invariant: only the driver thread touches a `RawNode` or writes the
 //! store; tokio tasks reach it only through its channel and read the shared views.
@@ -20,10 +22,12 @@ pub mod metadata;
 mod metrics;
 pub mod offline;
 mod partition;
+pub mod placement;
 pub mod record_batch;
 pub mod retention;
 mod storage;
 pub mod topic_config;
+pub mod transport;
 mod view;
 
 use std::path::PathBuf;
@@ -35,7 +39,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 pub use driver::Applied;
 pub use error::{AppendError, ReplicationError};
-pub use metadata::{ClusterMeta, MetaOutcome, MetaRejection, PartitionMeta, TopicMeta};
+pub use metadata::{ClusterMeta, LeaderRecord, MetaOutcome, MetaRejection, NodeInfo, PartitionMeta, TopicMeta};
 pub use view::{PartitionView, ReadOutcome};
 
 use command::{MetaCommand, PartitionCommand};
@@ -62,6 +66,15 @@ pub struct ReplicationConfig {
     pub max_inflight_proposals: usize,
     /// How often applied state is flushed so the Raft log can be compacted.
     pub log_gc_interval: Duration,
+    /// Ticks without a leader before a follower starts an election (randomized up to
+    /// twice this); heartbeats go every quarter of it.
+    pub election_tick: usize,
+    /// Voters of the metadata group (group 0): the first 3 or 5 nodes.
+    pub meta_voters: Vec<u64>,
+    /// Every other node: learners of group 0, so they have all metadata.
+    pub meta_learners: Vec<u64>,
+    /// A follower that has not caught up for this long leaves the in-sync set.
+    pub replica_lag_time: Duration,
 }
 
 impl ReplicationConfig {
@@ -72,9 +85,27 @@ impl ReplicationConfig {
             tick_interval: Duration::from_millis(100),
             max_inflight_proposals: 4096,
             log_gc_interval: Duration::from_secs(30),
+            election_tick: 10,
+            meta_voters: vec![node_id],
+            meta_learners: Vec::new(),
+            replica_lag_time: Duration::from_secs(10),
         }
     }
+
+    /// A node of a cluster of `nodes` (ids in configuration order): group 0's voters
+    /// are the first 5 of 5 or more nodes, else the first 3, else all.
+    pub fn with_cluster(mut self, nodes: &[u64]) -> ReplicationConfig {
+        let voters = if nodes.len() >= 5 { 5 } else { nodes.len().min(3) };
+        self.meta_voters = nodes[..voters].to_vec();
+        self.meta_learners = nodes[voters..].to_vec();
+        self
+    }
 }
+
+/// Raft message batches from other nodes waiting for the driver, at most.
+const MAX_INBOUND_BATCHES: usize = 1024;
+/// How long a metadata proposal keeps retrying while group 0 has no leader.
+const META_PROPOSAL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The handle kafka-api uses: propose, await apply, read.
 pub struct Replication {
@@ -83,14 +114,26 @@ pub struct Replication {
     views: Arc<view::Views>,
     driver: driver::DriverHandle,
     inflight: Arc<Semaphore>,
+    inbound: Arc<Semaphore>,
+    transport: Arc<dyn transport::Transport>,
     _log_gc: log_gc::LogGc,
 }
 
 impl Replication {
-    /// Opens the Raft log, restores every group and starts the driver thread.
+    /// Opens the Raft log, restores every group and starts the driver thread of a node
+    /// without peers.
     pub fn start(config: ReplicationConfig, engine: Arc<Engine>) -> Result<Replication, ReplicationError> {
+        Replication::start_with(config, engine, Arc::new(transport::NoPeers))
+    }
+
+    /// As [`Replication::start`], reaching other nodes through `transport`.
+    pub fn start_with(
+        config: ReplicationConfig,
+        engine: Arc<Engine>,
+        transport: Arc<dyn transport::Transport>,
+    ) -> Result<Replication, ReplicationError> {
         let views = Arc::new(view::Views::default());
-        let driver = driver::DriverHandle::start(&config, engine.clone(), views.clone())?;
+        let driver = driver::DriverHandle::start(&config, engine.clone(), views.clone(), transport.clone())?;
         let log_gc = log_gc::LogGc::start(config.log_gc_interval, engine.clone(), views.clone(), driver.clone());
         Ok(Replication {
             node_id: config.node_id,
@@ -98,6 +141,8 @@ impl Replication {
             views,
             driver,
             inflight: Arc::new(Semaphore::new(config.max_inflight_proposals)),
+            inbound: Arc::new(Semaphore::new(MAX_INBOUND_BATCHES)),
+            transport,
             _log_gc: log_gc,
         })
     }
@@ -109,6 +154,51 @@ impl Replication {
     /// The current cluster metadata.
     pub fn cluster(&self) -> Arc<ClusterMeta> {
         self.views.cluster()
+    }
+
+    /// The node leading group 0 (the controller), if known.
+    pub fn controller(&self) -> Option<u64> {
+        self.views.meta_leader()
+    }
+
+    /// Hands Raft messages from another node to the driver; waits while too many
+    /// batches are queued (back-pressure on the sender's stream).
+    pub async fn deliver(&self, messages: Vec<(u64, raft::eraftpb::Message)>) -> Result<(), ReplicationError> {
+        let permit = self.inbound.clone().acquire_owned().await.map_err(|_| ReplicationError::Shutdown)?;
+        self.driver.deliver(messages, permit)
+    }
+
+    /// The leader of a partition not hosted here, as its leader last reported it:
+    /// (leader, epoch, in-sync replicas).
+    pub fn remote_leader(&self, uid: u64) -> Option<(u64, i32, Vec<u64>)> {
+        let cluster = self.views.cluster();
+        let r = cluster.leaders.get(&uid)?;
+        Some((r.leader, r.epoch as i32, r.isr.clone()))
+    }
+
+    /// Reports the partitions this node leads whose recorded leader, epoch or in-sync
+    /// replicas differ, through group 0; returns how many were reported.
+    pub async fn report_leaders(&self) -> Result<usize, ReplicationError> {
+        let cluster = self.views.cluster();
+        let changed: Vec<LeaderRecord> = self
+            .views
+            .partitions()
+            .into_iter()
+            .filter(|v| v.leader() == Some(self.node_id))
+            .map(|v| LeaderRecord { uid: v.uid, leader: self.node_id, epoch: v.leader_epoch() as u64, isr: v.isr() })
+            .filter(|r| cluster.leaders.get(&r.uid) != Some(r))
+            .collect();
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        let count = changed.len();
+        self.propose_meta(MetaCommand::ReportLeaders(changed)).await?;
+        Ok(count)
+    }
+
+    /// Records how far the leaders of groups allow this node to compact their logs.
+    pub fn set_compact_floors(&self, floors: Vec<(u64, u64)>) -> Result<(), ReplicationError> {
+        self.driver.set_floors(floors)
     }
 
     /// The live view of a partition hosted on this node.
@@ -170,8 +260,28 @@ impl Replication {
         &self.engine
     }
 
-    /// Proposes a metadata change through group 0 and waits until it is applied.
+    /// Proposes a metadata change through group 0 and waits until it is applied, on
+    /// the group-0 leader: here, or forwarded to it. Retries while there is no leader.
     pub async fn propose_meta(&self, cmd: MetaCommand) -> Result<MetaOutcome, ReplicationError> {
+        let deadline = tokio::time::Instant::now() + META_PROPOSAL_TIMEOUT;
+        loop {
+            let result = match self.views.meta_leader() {
+                Some(leader) if leader != self.node_id => {
+                    self.transport.forward_meta(leader, command::encode_meta(&cmd)).await
+                }
+                _ => self.propose_meta_here(cmd.clone()).await,
+            };
+            match result {
+                Err(ReplicationError::NotLeader) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Proposes a metadata change to group 0 on this node (NotLeader if it does not lead).
+    pub async fn propose_meta_here(&self, cmd: MetaCommand) -> Result<MetaOutcome, ReplicationError> {
         let data = command::encode_meta(&cmd);
         match self.submit(0, data).await?.await.map_err(|_| ReplicationError::Shutdown)?? {
             Applied::Meta(outcome) => Ok(outcome),
@@ -238,6 +348,24 @@ impl Replication {
     pub fn batch_sizes(&self, uid: u64) -> Result<Vec<(i64, usize)>, ReplicationError> {
         let view = self.views.partition(uid).ok_or(ReplicationError::UnknownPartition)?;
         Ok(self.engine.batch_sizes(uid, view.log_start_offset(), view.high_watermark())?)
+    }
+
+    /// Hands leadership of every replicated group this node leads to a follower and
+    /// waits (at most `timeout`) until it leads none, so clients fail over before the
+    /// node stops instead of after an election timeout.
+    pub async fn step_down(&self, timeout: Duration) {
+        if self.driver.step_down().is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let leads_any =
+                self.views.partitions().iter().any(|v| v.leader() == Some(self.node_id) && v.replicas.len() > 1);
+            if !leads_any {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the driver after the current round and flushes applied state.

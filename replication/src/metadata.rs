@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::command::MetaCommand;
 
 const TOPIC_PREFIX: &[u8] = b"topic/";
+const NODE_PREFIX: &[u8] = b"node/";
+const LEADER_PREFIX: &[u8] = b"leader/";
+const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
 const NEXT_UID_KEY: &[u8] = b"next/uid";
 const NEXT_PRODUCER_ID_KEY: &[u8] = b"next/producer_id";
 
@@ -30,16 +33,43 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A node as it registered itself through group 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: u64,
+    /// Kafka address given to clients.
+    pub kafka_host: String,
+    pub kafka_port: u16,
+    pub rack: Option<String>,
+    pub dc: Option<String>,
+}
+
+/// A partition's leader as last reported by it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    pub uid: u64,
+    pub leader: u64,
+    /// The Raft term (leader epoch).
+    pub epoch: u64,
+    pub isr: Vec<u64>,
+}
+
 /// A consistent view of the cluster metadata.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterMeta {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    /// Registered nodes by id.
+    pub nodes: BTreeMap<u64, NodeInfo>,
+    /// Reported partition leaders by partition uid.
+    pub leaders: BTreeMap<u64, LeaderRecord>,
+    /// The id every node reports to clients, once a node has set it.
+    pub cluster_id: Option<String>,
     next_uid: u64,
     next_producer_id: i64,
 }
 
 /// What applying a metadata command produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetaOutcome {
     Done,
     ProducerId(i64),
@@ -47,7 +77,7 @@ pub enum MetaOutcome {
 }
 
 /// Why the metadata group refused a command (decided deterministically at apply).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaRejection {
     TopicExists,
     UnknownTopic,
@@ -68,6 +98,19 @@ impl ClusterMeta {
             if let Ok(topic) = serde_json::from_slice::<TopicMeta>(&value) {
                 meta.topics.insert(topic.name.clone(), Arc::new(topic));
             }
+        }
+        for (_, value) in engine.cluster_scan(NODE_PREFIX)? {
+            if let Ok(node) = serde_json::from_slice::<NodeInfo>(&value) {
+                meta.nodes.insert(node.id, node);
+            }
+        }
+        for (_, value) in engine.cluster_scan(LEADER_PREFIX)? {
+            if let Ok(record) = serde_json::from_slice::<LeaderRecord>(&value) {
+                meta.leaders.insert(record.uid, record);
+            }
+        }
+        if let Some(raw) = engine.cluster_get(CLUSTER_ID_KEY)? {
+            meta.cluster_id = String::from_utf8(raw).ok();
         }
         if let Some(raw) = engine.cluster_get(NEXT_UID_KEY)? {
             meta.next_uid = decode_u64(&raw).unwrap_or(meta.next_uid);
@@ -106,6 +149,9 @@ impl ClusterMeta {
                 };
                 wb.delete_cluster(&topic_key(&name));
                 for p in &topic.partitions {
+                    if self.leaders.remove(&p.uid).is_some() {
+                        wb.delete_cluster(&leader_key(p.uid));
+                    }
                     wb.delete_partition(p.uid);
                     effects.deleted.push(p.uid);
                 }
@@ -139,6 +185,30 @@ impl ClusterMeta {
                 }
                 topic.configs.extend(set);
                 self.put_topic(topic, wb);
+                MetaOutcome::Done
+            }
+            MetaCommand::RegisterNode(node) => {
+                let key = [NODE_PREFIX, &node.id.to_be_bytes()].concat();
+                wb.put_cluster(&key, &serde_json::to_vec(&node).unwrap_or_default());
+                self.nodes.insert(node.id, node);
+                MetaOutcome::Done
+            }
+            MetaCommand::ReportLeaders(records) => {
+                for record in records {
+                    let hosted = self.topic_by_uid(record.uid).is_some();
+                    let newer = self.leaders.get(&record.uid).is_none_or(|r| r.epoch <= record.epoch);
+                    if hosted && newer {
+                        wb.put_cluster(&leader_key(record.uid), &serde_json::to_vec(&record).unwrap_or_default());
+                        self.leaders.insert(record.uid, record);
+                    }
+                }
+                MetaOutcome::Done
+            }
+            MetaCommand::InitCluster { cluster_id } => {
+                if self.cluster_id.is_none() {
+                    wb.put_cluster(CLUSTER_ID_KEY, cluster_id.as_bytes());
+                    self.cluster_id = Some(cluster_id);
+                }
                 MetaOutcome::Done
             }
             MetaCommand::AllocateProducerId => {
@@ -178,6 +248,10 @@ impl ClusterMeta {
 
 fn topic_key(name: &str) -> Vec<u8> {
     [TOPIC_PREFIX, name.as_bytes()].concat()
+}
+
+fn leader_key(uid: u64) -> Vec<u8> {
+    [LEADER_PREFIX, &uid.to_be_bytes()].concat()
 }
 
 fn decode_u64(raw: &[u8]) -> Option<u64> {

@@ -29,3 +29,10 @@ pub(crate) static PERSIST_SECONDS: LazyLock<Histogram> =
     LazyLock::new(|| histogram("chronik_raft_persist_seconds", "raft-engine write + fsync of one round"));
 pub(crate) static APPLY_SECONDS: LazyLock<Histogram> =
     LazyLock::new(|| histogram("chronik_raft_apply_seconds", "Applying one round's committed entries to RocksDB"));
+pub(crate) static RAFT_MESSAGES_SENT: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("chronik_raft_messages_sent_total", "Raft messages queued for another node"));
+pub(crate) static RAFT_MESSAGES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter("chronik_raft_messages_dropped_total", "Raft messages dropped: peer queue full or peer unreachable")
+});
+pub(crate) static RAFT_MESSAGES_RECEIVED: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("chronik_raft_messages_received_total", "Raft messages received from other nodes"));

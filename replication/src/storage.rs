@@ -53,9 +53,16 @@ impl GroupStorage {
         Ok(Some(GroupStorage { id, log, hard_state, conf_state, truncated, last_index, cache: VecDeque::new() }))
     }
 
-    /// A new group with `voters`, persisted into `batch` by the caller.
-    pub fn bootstrap(id: u64, log: Arc<LogEngine>, voters: &[u64], batch: &mut LogBatch) -> raft::Result<GroupStorage> {
-        let conf_state = ConfState { voters: voters.to_vec(), ..Default::default() };
+    /// A new group with `voters` and `learners`, persisted into `batch` by the caller.
+    /// Every replica bootstraps the same configuration with an empty log.
+    pub fn bootstrap(
+        id: u64,
+        log: Arc<LogEngine>,
+        voters: &[u64],
+        learners: &[u64],
+        batch: &mut LogBatch,
+    ) -> raft::Result<GroupStorage> {
+        let conf_state = ConfState { voters: voters.to_vec(), learners: learners.to_vec(), ..Default::default() };
         batch.put_message(id, CONF_STATE_KEY.to_vec(), &conf_state).map_err(store_err)?;
         let hard_state = HardState::default();
         batch.put_message(id, HARD_STATE_KEY.to_vec(), &hard_state).map_err(store_err)?;

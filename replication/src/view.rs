@@ -19,6 +19,8 @@ pub(crate) struct Views {
     partitions: RwLock<HashMap<u64, Arc<PartitionView>>>,
     /// Applied index of every group, including 0 (read by the log compactor).
     applied: RwLock<HashMap<u64, Arc<AtomicU64>>>,
+    /// The node serving as group-0 leader, 0 when unknown.
+    meta_leader: AtomicU64,
 }
 
 impl Views {
@@ -30,8 +32,20 @@ impl Views {
         *self.cluster.write() = meta;
     }
 
+    pub fn meta_leader(&self) -> Option<u64> {
+        Some(self.meta_leader.load(Ordering::Acquire)).filter(|l| *l != 0)
+    }
+
+    pub fn set_meta_leader(&self, leader: u64) {
+        self.meta_leader.store(leader, Ordering::Release);
+    }
+
     pub fn partition(&self, uid: u64) -> Option<Arc<PartitionView>> {
         self.partitions.read().get(&uid).cloned()
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<PartitionView>> {
+        self.partitions.read().values().cloned().collect()
     }
 
     pub fn insert_partition(&self, view: Arc<PartitionView>) {
@@ -66,6 +80,10 @@ pub struct ReadOutcome {
 /// Live state of one hosted partition.
 pub struct PartitionView {
     pub uid: u64,
+    /// Replica node ids; the first is the preferred leader.
+    pub replicas: Vec<u64>,
+    /// In-sync replicas as last computed by this node while leading.
+    isr: parking_lot::Mutex<Vec<u64>>,
     high_watermark: AtomicI64,
     log_start_offset: AtomicI64,
     leader_epoch: AtomicI64,
@@ -75,9 +93,11 @@ pub struct PartitionView {
 }
 
 impl PartitionView {
-    pub(crate) fn new(uid: u64) -> PartitionView {
+    pub(crate) fn new(uid: u64, replicas: Vec<u64>) -> PartitionView {
         PartitionView {
             uid,
+            isr: parking_lot::Mutex::new(replicas.clone()),
+            replicas,
             high_watermark: AtomicI64::new(0),
             log_start_offset: AtomicI64::new(0),
             leader_epoch: AtomicI64::new(0),
@@ -97,6 +117,19 @@ impl PartitionView {
     /// The Raft term of the current leader (Kafka's leader epoch).
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire) as i32
+    }
+
+    /// The replicas caught up within `replica.lag.time.max.ms`, as known by the leader
+    /// (on other replicas: the last value this node computed, or all replicas).
+    pub fn isr(&self) -> Vec<u64> {
+        self.isr.lock().clone()
+    }
+
+    pub(crate) fn set_isr(&self, isr: Vec<u64>) {
+        let mut current = self.isr.lock();
+        if *current != isr {
+            *current = isr;
+        }
     }
 
     pub fn leader(&self) -> Option<u64> {

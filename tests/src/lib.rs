@@ -31,6 +31,10 @@ pub fn chronik_bin() -> PathBuf {
 
 /// A running node process with its own data dir.
 pub struct Node {
+    pub node_id: u64,
+    /// Address every listener of this node binds (127.0.0.1, or its own loopback
+    /// address in a cluster).
+    pub host: String,
     pub data_dir: PathBuf,
     pub kafka_port: u16,
     /// The admin/Raft gRPC port (`rpc=` in `<data-dir>/listeners`).
@@ -63,10 +67,12 @@ impl Node {
 
     fn on(data_dir: PathBuf, extra: &[&str]) -> Node {
         Node {
+            node_id: 1,
+            host: "127.0.0.1".into(),
             data_dir,
             kafka_port: 0,
-            rpc_port: 0,
             http_port: 0,
+            rpc_port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             _dir: None,
@@ -75,23 +81,60 @@ impl Node {
 
     /// The rpc address, for `chronik backup create --node`.
     pub fn rpc_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.rpc_port)
+        format!("{}:{}", self.host, self.rpc_port)
+    }
+
+    /// Starts node `id` of a cluster of `size` nodes. Node `id` listens on its own
+    /// loopback address `127.0.<subnet>.<id + 1>` with fixed ports (Kafka 9092, RPC 9093,
+    /// HTTP 9644), so every node knows its peers' addresses before they start and a
+    /// restarted node comes back at the same address. Give each test its own subnet.
+    pub fn start_member(subnet: u8, id: u64, size: u64, extra: &[&str]) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let peers: Vec<String> = (1..=size).map(|i| format!("{i}@{}:9093", member_host(subnet, i))).collect();
+        let mut args: Vec<String> = vec!["--peers".into(), peers.join(",")];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut node = Node {
+            node_id: id,
+            host: member_host(subnet, id),
+            data_dir: dir.path().join("data"),
+            kafka_port: 9092,
+            http_port: 9644,
+            rpc_port: 9093,
+            extra: args,
+            child: None,
+            _dir: Some(dir),
+        };
+        node.spawn();
+        node
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
+        format!("{}:{}", self.host, self.kafka_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGSTOP / SIGCONT: the process stays alive but stops answering (a cut network,
+    /// as seen by its peers).
+    pub fn pause(&self, paused: bool) {
+        if let Some(child) = &self.child {
+            let signal = if paused { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+        }
     }
 
     fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.data_dir.join("listeners"));
         let child = Command::new(chronik_bin())
             .arg("start")
-            .args(["--node-id", "1"])
+            .args(["--node-id", &self.node_id.to_string()])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--kafka-addr", &self.bootstrap()])
-            .args(["--rpc-addr", &format!("127.0.0.1:{}", self.rpc_port)])
-            .args(["--http-addr", &format!("127.0.0.1:{}", self.http_port)])
+            .args(["--rpc-addr", &format!("{}:{}", self.host, self.rpc_port)])
+            .args(["--http-addr", &format!("{}:{}", self.host, self.http_port)])
             .args(&self.extra)
             .env("CHRONIK_LOG", std::env::var("CHRONIK_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
@@ -151,7 +194,7 @@ impl Node {
 
     pub fn http_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).expect("http connect");
+        let mut stream = std::net::TcpStream::connect((self.host.as_str(), self.http_port)).expect("http connect");
         stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("http write");
         let mut out = String::new();
         let _ = stream.read_to_string(&mut out);
@@ -161,6 +204,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.pause(false);
         self.kill9();
     }
 }
@@ -177,6 +221,140 @@ pub fn chronik(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         .expect("run chronik");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+fn member_host(subnet: u8, id: u64) -> String {
+    format!("127.0.{subnet}.{}", id + 1)
+}
+
+/// Real `chronik` processes forming one cluster; see [`Node::start_member`].
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Starts `size` nodes and waits until they elected a controller and registered.
+    pub fn start(subnet: u8, size: u64, extra: &[&str]) -> Cluster {
+        let cluster = Cluster { nodes: (1..=size).map(|id| Node::start_member(subnet, id, size, extra)).collect() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", cluster.bootstrap()).create().expect("metadata client");
+        while Instant::now() < deadline {
+            let ready = client.fetch_metadata(None, Duration::from_secs(2)).is_ok_and(|m| m.orig_broker_id() > 0)
+                && cluster.formed();
+            if ready {
+                return cluster;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the cluster did not form within 30 s");
+    }
+
+    /// Whether every node names a controller (the group-0 leader) and lists every node
+    /// as a broker (all registered), so topics can be placed on all of them.
+    fn formed(&self) -> bool {
+        use kafka_protocol::messages::MetadataRequest;
+        self.nodes.iter().all(|n| {
+            let mut client = raw::RawClient::connect(&n.bootstrap());
+            let metadata = client.request(12, &MetadataRequest::default());
+            metadata.controller_id.0 > 0 && metadata.brokers.len() == self.nodes.len()
+        })
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// Kafka addresses of all nodes, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.nodes.iter().map(Node::bootstrap).collect::<Vec<_>>().join(",")
+    }
+
+    /// The partition's leader as a running node reports it, once one is known.
+    pub fn leader(&self, topic: &str, partition: i32, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", node.bootstrap())
+                    .set("socket.timeout.ms", "2000")
+                    .create()
+                    .expect("metadata client");
+                let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(2)) else { continue };
+                let leader = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .and_then(|t| t.partitions().iter().find(|p| p.id() == partition))
+                    .map(|p| p.leader())
+                    .filter(|l| *l > 0);
+                if let Some(leader) = leader {
+                    return Some(leader as u64);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// Creates a topic with `replicas` replicas per partition through any node.
+    pub async fn create_topic(&self, name: &str, partitions: i32, replicas: i32, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().expect("admin");
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
+        let results = admin.create_topics([&topic], &AdminOptions::new()).await.expect("create_topics");
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+        }
+    }
+}
+
+/// Reads `partition` of `topic` from one node's own data with raw Fetch v12 requests
+/// (a replica that is not the leader serves v11+ fetches from its applied data), until
+/// `count` records arrived or `timeout` passed. Returns (offset, value) pairs.
+pub fn read_replica(node: &Node, topic: &str, partition: i32, count: usize, timeout: Duration) -> Vec<(i64, Vec<u8>)> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::RecordBatchDecoder;
+    let deadline = Instant::now() + timeout;
+    let mut got: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut client = raw::RawClient::connect(&node.bootstrap());
+    while got.len() < count && Instant::now() < deadline {
+        let next = got.last().map_or(0, |(o, _)| o + 1);
+        let request = FetchRequest::default()
+            .with_max_wait_ms(200)
+            .with_min_bytes(1)
+            .with_max_bytes(16 << 20)
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(next)
+                    .with_partition_max_bytes(8 << 20)])]);
+        let response = client.request(12, &request);
+        let Some(data) = response.responses.first().and_then(|t| t.partitions.first()) else { continue };
+        if data.error_code != 0 {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let mut records = data.records.clone().unwrap_or_default();
+        while !records.is_empty() {
+            let Ok(set) = RecordBatchDecoder::decode(&mut records) else { break };
+            for r in set.records {
+                if r.offset >= next {
+                    got.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
+                }
+            }
+        }
+    }
+    got
 }
 
 /// A producer; `extra` settings override the defaults.

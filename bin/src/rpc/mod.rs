@@ -1,7 +1,7 @@
 //! The rpc listener (`--rpc-addr`): one tonic server carrying every gRPC service of a
-//! node. Today that is the admin API (`chronik.admin.v1.Admin`, contract in
-//! `bin/proto/chronik/admin/v1/admin.proto`); another service is one more
-//! `add_service` line in [`router`].
+//! node: the admin API (`chronik.admin.v1.Admin`, contract in
+//! `bin/proto/chronik/admin/v1/admin.proto`) and the Raft transport between nodes
+//! (`replication::transport`); another service is one more `add_service` line in [`router`].
 
 pub mod wire;
 
@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 
 use chronik_backup::{BackupStore, Compression, Progress};
 use chronik_engine::Engine;
+use chronik_replication::{transport, Replication};
 use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::body::Body;
@@ -27,9 +28,16 @@ use wire::{CreateBackupProgress, CreateBackupRequest, WireCodec};
 /// The gRPC path of `Admin.CreateBackup`.
 pub const CREATE_BACKUP_PATH: &str = "/chronik.admin.v1.Admin/CreateBackup";
 
-/// Every gRPC service of a node, ready to serve.
-pub fn router(admin: AdminService) -> Router {
-    tonic::transport::Server::builder().add_service(AdminServer(Arc::new(admin)))
+/// Every gRPC service of a node, ready to serve: the admin API and the Raft transport.
+pub fn router(admin: AdminService, replication: Arc<Replication>) -> Router {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // Raft appends are large: HTTP/2's default 64 KiB windows would cap replication
+        // at one window per round trip.
+        .initial_stream_window_size(transport::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)
+        .add_service(AdminServer(Arc::new(admin)))
+        .add_service(transport::service(replication))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

@@ -1,5 +1,5 @@
-//! CreatePartitions (key 37): raises a topic's partition count; every new partition is
-//! hosted by this node.
+//! CreatePartitions (key 37): raises a topic's partition count; new partitions get the
+//! topic's replication factor, placed like new topics (or as assigned).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +75,14 @@ async fn grow(
         return Err((ResponseError::InvalidPartitions, Some(m)));
     }
     let added = (topic.count - current) as usize;
-    let node = broker.config.node_id;
+    let replication_factor = broker
+        .replication
+        .cluster()
+        .topics
+        .get(name)
+        .and_then(|t| t.partitions.first())
+        .map_or(1, |p| p.replicas.len());
+    let mut replicas = None;
     if let Some(assignments) = &topic.assignments {
         if assignments.len() != added {
             let m = format!(
@@ -84,17 +91,19 @@ async fn grow(
             );
             return Err((ResponseError::InvalidReplicaAssignment, Some(m)));
         }
-        if !assignments.iter().all(|a| a.broker_ids.len() == 1 && a.broker_ids.iter().all(|b| b.0 == node)) {
-            return Err((
-                ResponseError::InvalidReplicaAssignment,
-                Some(format!("every new partition must be assigned to exactly broker {node}")),
-            ));
-        }
+        let wanted: Vec<Vec<i32>> = assignments.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect();
+        let checked =
+            util::check_assignment(broker, &wanted).map_err(|m| (ResponseError::InvalidReplicaAssignment, Some(m)))?;
+        replicas = Some(checked);
     }
     if validate_only {
         return Ok(());
     }
-    let replicas = vec![vec![node as u64]; added];
+    let replicas = replicas.unwrap_or_else(|| {
+        let nodes = util::known_nodes(broker);
+        let start = broker.replication.cluster().topics.values().map(|t| t.partitions.len()).sum();
+        chronik_replication::placement::assign(&nodes, added, replication_factor, start)
+    });
     let command = MetaCommand::CreatePartitions { name: name.to_string(), current_count: current as usize, replicas };
     util::propose_meta(broker, command).await
 }

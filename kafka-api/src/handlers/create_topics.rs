@@ -72,21 +72,23 @@ async fn create(
     validate_only: bool,
 ) -> Result<Created, (ResponseError, Option<String>)> {
     let (mut partitions, mut replication_factor) = (topic.num_partitions, topic.replication_factor);
+    let mut assignment = None;
     if !topic.assignments.is_empty() {
         if partitions != -1 || replication_factor != -1 {
             let m = "numPartitions and replicationFactor must be -1 when replica assignments are given";
             return Err((ResponseError::InvalidRequest, Some(m.into())));
         }
-        let node = broker.config.node_id;
-        let valid = topic.assignments.iter().enumerate().all(|(i, a)| {
-            a.partition_index == i as i32 && a.broker_ids.len() == 1 && a.broker_ids.iter().all(|b| b.0 == node)
-        });
-        if !valid {
-            let m = format!("every partition 0..{} must be assigned to exactly broker {node}", topic.assignments.len());
+        if !topic.assignments.iter().enumerate().all(|(i, a)| a.partition_index == i as i32) {
+            let m = format!("assignments must cover partitions 0..{} in order", topic.assignments.len());
             return Err((ResponseError::InvalidReplicaAssignment, Some(m)));
         }
+        let wanted: Vec<Vec<i32>> =
+            topic.assignments.iter().map(|a| a.broker_ids.iter().map(|b| b.0).collect()).collect();
+        let replicas =
+            util::check_assignment(broker, &wanted).map_err(|m| (ResponseError::InvalidReplicaAssignment, Some(m)))?;
         partitions = i32::try_from(topic.assignments.len()).unwrap_or(i32::MAX);
-        replication_factor = 1;
+        replication_factor = replicas.first().map_or(1, |r| r.len() as i16);
+        assignment = Some(replicas);
     }
     if partitions == -1 {
         partitions = broker.config.num_partitions;
@@ -105,7 +107,8 @@ async fn create(
         configs.insert(c.name.to_string(), value.to_string());
     }
     let name = topic.name.0.as_str();
-    util::create_topic(broker, name, partitions, replication_factor, configs.clone(), validate_only).await?;
+    util::create_topic(broker, name, partitions, replication_factor, configs.clone(), validate_only, assignment)
+        .await?;
     Ok((partitions, replication_factor, configs))
 }
 

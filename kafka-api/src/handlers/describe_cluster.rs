@@ -18,16 +18,20 @@ const CLUSTER_OPERATIONS: i32 = 1 << 3 | 1 << 4 | 1 << 7 | 1 << 8 | 1 << 10 | 1 
 const BROKERS: i8 = 1;
 
 pub(crate) fn handle(broker: &Arc<Broker>, version: i16, req: DescribeClusterRequest) -> DescribeClusterResponse {
-    let config = &broker.config;
-    let mut me = DescribeClusterBroker::default();
-    me.broker_id = BrokerId(config.node_id);
-    me.host = util::str_bytes(&config.advertised_host);
-    me.port = config.advertised_port;
-    me.rack = None;
     let mut response = DescribeClusterResponse::default();
-    response.cluster_id = util::str_bytes(&config.cluster_id);
-    response.controller_id = BrokerId(config.node_id);
-    response.brokers = vec![me];
+    response.cluster_id = util::str_bytes(&util::cluster_id(broker));
+    response.controller_id = BrokerId(broker.replication.controller().map_or(-1, |c| c as i32));
+    response.brokers = util::known_nodes(broker)
+        .into_iter()
+        .map(|n| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(n.id as i32);
+            b.host = util::str_bytes(&n.kafka_host);
+            b.port = n.kafka_port as i32;
+            b.rack = n.rack.as_deref().map(util::str_bytes);
+            b
+        })
+        .collect();
     response.endpoint_type = BROKERS;
     if version >= 1 && req.endpoint_type != BROKERS {
         response.error_code = ResponseError::MismatchedEndpointType.code();

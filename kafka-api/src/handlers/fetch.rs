@@ -41,7 +41,11 @@ pub(crate) fn handle(broker: &Arc<Broker>, version: i16, request: FetchRequest) 
     Reply::Later(Box::pin(async move { Some(ResponseKind::Fetch(fetch(broker, version, request).await)) }))
 }
 
-async fn fetch(broker: Arc<Broker>, _version: i16, request: FetchRequest) -> FetchResponse {
+/// First Fetch version with client metadata (KIP-392): like Kafka, a replica that is not
+/// the leader serves such fetches from its own applied (so committed) data.
+const FOLLOWER_FETCH_VERSION: i16 = 11;
+
+async fn fetch(broker: Arc<Broker>, version: i16, request: FetchRequest) -> FetchResponse {
     let mut response = FetchResponse::default();
     if request.session_id != 0 {
         response.error_code = ResponseError::FetchSessionIdNotFound.code();
@@ -57,6 +61,9 @@ async fn fetch(broker: Arc<Broker>, _version: i16, request: FetchRequest) -> Fet
             let target = util::partition_uid(meta, p.partition).and_then(|uid| {
                 let view = broker.replication.partition(uid).ok_or(ResponseError::NotLeaderOrFollower)?;
                 util::check_leader_epoch(p.current_leader_epoch, view.leader_epoch())?;
+                if version < FOLLOWER_FETCH_VERSION && view.leader() != Some(broker.config.node_id as u64) {
+                    return Err(ResponseError::NotLeaderOrFollower);
+                }
                 Ok(view)
             });
             wanted.push(Wanted {

@@ -65,12 +65,16 @@ async fn find(broker: &Arc<Broker>, key_type: i8, key: &str) -> Found {
     let coordinator = &broker.coordinator;
     let topic = coordinator.offsets_topic().ok_or((ResponseError::CoordinatorNotAvailable, None))?;
     let index = partition_for(key, topic.partitions.len() as i32) as usize;
-    let leader = broker.replication.partition(topic.partitions[index].uid).and_then(|v| v.leader());
-    match leader {
-        Some(id) if id == broker.config.node_id as u64 => {
-            Ok((broker.config.node_id, broker.config.advertised_host.clone(), broker.config.advertised_port))
-        }
-        _ => Err((ResponseError::CoordinatorNotAvailable, None)),
+    let uid = topic.partitions.get(index).ok_or((ResponseError::CoordinatorNotAvailable, None))?.uid;
+    // The leader as this node's replica knows it, else as the leader last reported it.
+    let leader = broker
+        .replication
+        .partition(uid)
+        .and_then(|v| v.leader())
+        .or_else(|| broker.replication.remote_leader(uid).map(|(leader, _, _)| leader));
+    match leader.and_then(|id| util::known_nodes(broker).into_iter().find(|n| n.id == id)) {
+        Some(node) => Ok((node.id as i32, node.kafka_host, node.kafka_port as i32)),
+        None => Err((ResponseError::CoordinatorNotAvailable, None)),
     }
 }
 
@@ -81,7 +85,7 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), (ResponseError
     }
     let partitions = broker.config.groups.offsets_partitions;
     let rf = broker.config.default_replication_factor;
-    match util::create_topic(broker, OFFSETS_TOPIC, partitions, rf, Default::default(), false).await {
+    match util::create_topic(broker, OFFSETS_TOPIC, partitions, rf, Default::default(), false, None).await {
         Ok(()) | Err((ResponseError::TopicAlreadyExists, _)) => {}
         Err((error, message)) => {
             tracing::warn!(?error, ?message, "cannot create {OFFSETS_TOPIC}");

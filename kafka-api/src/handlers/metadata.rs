@@ -47,6 +47,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, request: Metadata
                     config.default_replication_factor,
                     Default::default(),
                     false,
+                    None,
                 )
                 .await;
                 if created.is_ok() {
@@ -59,12 +60,18 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, request: Metadata
     let cluster = broker.replication.cluster();
     let names: Vec<String> = requested.unwrap_or_else(|| cluster.topics.keys().cloned().collect());
     let mut response = MetadataResponse::default();
-    response.brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(config.node_id))
-        .with_host(util::str_bytes(&config.advertised_host))
-        .with_port(config.advertised_port)];
-    response.cluster_id = Some(util::str_bytes(&config.cluster_id));
-    response.controller_id = BrokerId(config.node_id);
+    response.brokers = util::known_nodes(broker)
+        .into_iter()
+        .map(|n| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(n.id as i32))
+                .with_host(util::str_bytes(&n.kafka_host))
+                .with_port(n.kafka_port as i32)
+                .with_rack(n.rack.as_deref().map(util::str_bytes))
+        })
+        .collect();
+    response.cluster_id = Some(util::str_bytes(&util::cluster_id(broker)));
+    response.controller_id = BrokerId(broker.replication.controller().map_or(-1, |c| c as i32));
     response.topics = names
         .iter()
         .map(|name| {
@@ -84,15 +91,28 @@ pub(crate) async fn handle(broker: &Arc<Broker>, version: i16, request: Metadata
                 .iter()
                 .enumerate()
                 .map(|(index, p)| {
-                    let replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r as i32)).collect();
+                    let ids = |nodes: &[u64]| nodes.iter().map(|r| BrokerId(*r as i32)).collect::<Vec<_>>();
                     let mut partition = MetadataResponsePartition::default()
                         .with_partition_index(index as i32)
-                        .with_replica_nodes(replicas.clone())
-                        .with_isr_nodes(replicas);
-                    match broker.replication.partition(p.uid).and_then(|v| Some((v.leader()?, v.leader_epoch()))) {
-                        Some((leader, epoch)) => {
+                        .with_replica_nodes(ids(&p.replicas))
+                        .with_isr_nodes(ids(&p.replicas));
+                    // Leader and epoch: this node's replica knows them first. In-sync replicas:
+                    // only the leader computes them; other nodes use its last report.
+                    let me = broker.config.node_id as u64;
+                    let local =
+                        broker.replication.partition(p.uid).and_then(|v| Some((v.leader()?, v.leader_epoch(), v)));
+                    let reported = broker.replication.remote_leader(p.uid);
+                    let leader = match (local, reported) {
+                        (Some((l, epoch, v)), _) if l == me => Some((l, epoch, v.isr())),
+                        (Some((l, epoch, _)), Some((r, _, isr))) if r == l => Some((l, epoch, isr)),
+                        (Some((l, epoch, _)), _) => Some((l, epoch, p.replicas.clone())),
+                        (None, reported) => reported,
+                    };
+                    match leader {
+                        Some((leader, epoch, isr)) => {
                             partition.leader_id = BrokerId(leader as i32);
                             partition.leader_epoch = epoch;
+                            partition.isr_nodes = ids(&isr);
                         }
                         None => {
                             partition.leader_id = BrokerId(-1);

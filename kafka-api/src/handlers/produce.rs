@@ -26,7 +26,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, request: Produce
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let outcome = async {
-                let uid = util::partition_uid(meta, p.index)?;
+                let (uid, view) = util::leader_view(broker, meta, p.index)?;
                 if name == OFFSETS_TOPIC {
                     // Group state is written by the coordinator only (Kafka refuses the same).
                     return Err(ResponseError::InvalidTopicException);
@@ -34,8 +34,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, request: Produce
                 let records = p.records.ok_or(ResponseError::InvalidRecord)?;
                 let config = config.as_ref().ok_or(ResponseError::UnknownTopicOrPartition)?;
                 validate(&records, config.max_message_bytes, transactional)?;
-                if request.acks == -1 && config.min_insync_replicas > 1 {
-                    // One replica per partition on a single node: fewer than required.
+                if request.acks == -1 && (view.isr().len() as i64) < config.min_insync_replicas {
                     return Err(ResponseError::NotEnoughReplicas);
                 }
                 broker.replication.submit_append(uid, &records).await.map_err(|e| errors::replication(&e))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chronik_replication::command::MetaCommand;
 use chronik_replication::topic_config;
-use chronik_replication::{MetaOutcome, TopicMeta};
+use chronik_replication::{placement, MetaOutcome, NodeInfo, TopicMeta};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
@@ -40,7 +40,54 @@ pub(crate) fn partition_uid(topic: Option<&Arc<TopicMeta>>, partition: i32) -> R
         .ok_or(ResponseError::UnknownTopicOrPartition)
 }
 
+/// The cluster id: the one group 0 agreed on, or this node's own before that.
+pub(crate) fn cluster_id(broker: &Broker) -> String {
+    broker.replication.cluster().cluster_id.clone().unwrap_or_else(|| broker.config.cluster_id.clone())
+}
+
+/// The nodes replicas can be placed on: every registered node, and this one.
+pub(crate) fn known_nodes(broker: &Broker) -> Vec<NodeInfo> {
+    let mut nodes: Vec<NodeInfo> = broker.replication.cluster().nodes.values().cloned().collect();
+    let me = broker.config.node_id as u64;
+    if !nodes.iter().any(|n| n.id == me) {
+        nodes.push(NodeInfo {
+            id: me,
+            kafka_host: broker.config.advertised_host.clone(),
+            kafka_port: broker.config.advertised_port as u16,
+            rack: None,
+            dc: None,
+        });
+    }
+    nodes
+}
+
+/// Checks a manual replica assignment: every partition has the same number of distinct
+/// replicas, all on known nodes.
+pub(crate) fn check_assignment(broker: &Broker, assignment: &[Vec<i32>]) -> Result<Vec<Vec<u64>>, String> {
+    let nodes = known_nodes(broker);
+    let width = assignment.first().map_or(0, Vec::len);
+    let mut out = Vec::with_capacity(assignment.len());
+    for (i, replicas) in assignment.iter().enumerate() {
+        let mut ids: Vec<u64> = Vec::with_capacity(replicas.len());
+        for &r in replicas {
+            let Some(node) = nodes.iter().find(|n| n.id as i64 == r as i64) else {
+                return Err(format!("partition {i}: broker {r} is not a node of this cluster"));
+            };
+            if ids.contains(&node.id) {
+                return Err(format!("partition {i}: broker {r} is listed twice"));
+            }
+            ids.push(node.id);
+        }
+        if ids.is_empty() || ids.len() != width {
+            return Err("every partition needs the same, non-zero number of replicas".into());
+        }
+        out.push(ids);
+    }
+    Ok(out)
+}
+
 /// Creates a topic through the metadata group; returns the Kafka error if refused.
+/// Replicas come from `assignment` when given, otherwise from rack-aware placement.
 pub(crate) async fn create_topic(
     broker: &Broker,
     name: &str,
@@ -48,6 +95,7 @@ pub(crate) async fn create_topic(
     replication_factor: i16,
     configs: BTreeMap<String, String>,
     validate_only: bool,
+    assignment: Option<Vec<Vec<u64>>>,
 ) -> Result<(), (ResponseError, Option<String>)> {
     if !valid_topic_name(name) {
         return Err((ResponseError::InvalidTopicException, Some(format!("invalid topic name {name:?}"))));
@@ -55,7 +103,7 @@ pub(crate) async fn create_topic(
     if partitions < 1 {
         return Err((ResponseError::InvalidPartitions, Some("number of partitions must be at least 1".into())));
     }
-    let nodes = [broker.config.node_id as u64];
+    let nodes = known_nodes(broker);
     if replication_factor < 1 || replication_factor as usize > nodes.len() {
         return Err((
             ResponseError::InvalidReplicationFactor,
@@ -71,12 +119,15 @@ pub(crate) async fn create_topic(
             false => Ok(()),
         };
     }
-    let command = MetaCommand::CreateTopic {
-        name: name.to_string(),
-        topic_id: *uuid_v4().as_bytes(),
-        replicas: (0..partitions).map(|_| nodes.to_vec()).collect(),
-        configs,
+    let replicas = match assignment {
+        Some(replicas) => replicas,
+        None => {
+            let start = broker.replication.cluster().topics.values().map(|t| t.partitions.len()).sum();
+            placement::assign(&nodes, partitions as usize, replication_factor as usize, start)
+        }
     };
+    let command =
+        MetaCommand::CreateTopic { name: name.to_string(), topic_id: *uuid_v4().as_bytes(), replicas, configs };
     propose_meta(broker, command).await
 }
 
