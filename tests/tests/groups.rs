@@ -9,14 +9,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chronik_tests::raw::RawClient;
-use chronik_tests::{create_topic, producer, Node};
+use chronik_tests::{create_topic, Cluster, Node};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::{
     DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::FutureRecord;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 6;
@@ -32,10 +33,10 @@ struct Member {
 }
 
 impl Member {
-    fn start(node: &Node, group: &str, topic: &str, extra: &[(&str, &str)], seen: Seen) -> Member {
+    fn start(bootstrap: &str, group: &str, topic: &str, extra: &[(&str, &str)], seen: Seen) -> Member {
         let mut config = ClientConfig::new();
         config
-            .set("bootstrap.servers", node.bootstrap())
+            .set("bootstrap.servers", bootstrap)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest");
@@ -63,7 +64,21 @@ impl Member {
                     None => {}
                 }
             }
-            consumer.commit_consumer_state(CommitMode::Sync).ok();
+            // The last commit can meet a rebalance (REBALANCE_IN_PROGRESS, or
+            // UNKNOWN_MEMBER_ID after a coordinator change): keep polling, which lets the
+            // client rejoin, and commit again, for up to 30 s.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => break,
+                    Err(e) if std::time::Instant::now() > deadline => panic!("final commit failed: {e}"),
+                    Err(_) => {
+                        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                            seen.lock().expect("lock").insert((m.partition(), m.offset()));
+                        }
+                    }
+                }
+            }
             drop(consumer); // closes: commits nothing more, leaves the group
         });
         Member { stop, thread }
@@ -77,8 +92,14 @@ impl Member {
 
 /// Produces `count` records round-robin over the partitions; returns every acknowledged
 /// (partition, offset).
-async fn produce(node: &Node, topic: &str, count: usize, pause_every: usize) -> BTreeSet<(i32, i64)> {
-    let producer = producer(node, &[("linger.ms", "5")]);
+async fn produce(bootstrap: &str, topic: &str, count: usize, pause_every: usize) -> BTreeSet<(i32, i64)> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
     let mut acked = BTreeSet::new();
     for chunk in 0..count.div_ceil(pause_every) {
         let sends: Vec<_> = (chunk * pause_every..((chunk + 1) * pause_every).min(count))
@@ -97,26 +118,33 @@ async fn produce(node: &Node, topic: &str, count: usize, pause_every: usize) -> 
     acked
 }
 
-/// The group's committed offsets and the partitions' end offsets, by partition.
-fn committed_and_end(node: &Node, group: &str, topic: &str) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", node.bootstrap())
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
+/// The group's committed offsets (partitions without one are left out), or `None` if
+/// the coordinator could not answer.
+fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<BTreeMap<i32, i64>> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", group).create().expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
-    let committed = committed
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => (e.partition(), o),
-            other => panic!("partition {} has no committed offset: {other:?}", e.partition()),
-        })
-        .collect();
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    Some(
+        committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The group's committed offsets and the partitions' end offsets, by partition.
+fn committed_and_end(bootstrap: &str, group: &str, topic: &str) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
+    let committed = committed(bootstrap, group, topic).expect("committed offsets");
+    assert_eq!(committed.len(), PARTITIONS as usize, "every partition has a committed offset: {committed:?}");
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("consumer");
     let end = (0..PARTITIONS)
         .map(|p| (p, consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks").1))
         .collect();
@@ -144,9 +172,10 @@ async fn group_survives_membership_changes(extra: &[(&str, &str)]) {
     create_topic(&node, topic, PARTITIONS, &[]).await;
     let seen: Seen = Arc::default();
 
-    let a = Member::start(&node, group, topic, extra, seen.clone());
-    let mut b = Some(Member::start(&node, group, topic, extra, seen.clone()));
-    let producing = produce(&node, topic, 3000, 100);
+    let a = Member::start(&node.bootstrap(), group, topic, extra, seen.clone());
+    let mut b = Some(Member::start(&node.bootstrap(), group, topic, extra, seen.clone()));
+    let bootstrap = node.bootstrap();
+    let producing = produce(&bootstrap, topic, 3000, 100);
     tokio::pin!(producing);
     let mut joined = None;
     let started = Instant::now();
@@ -155,7 +184,7 @@ async fn group_survives_membership_changes(extra: &[(&str, &str)]) {
             acked = &mut producing => break acked,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
                 if joined.is_none() && started.elapsed() > Duration::from_secs(1) {
-                    joined = Some(Member::start(&node, group, topic, extra, seen.clone()));
+                    joined = Some(Member::start(&node.bootstrap(), group, topic, extra, seen.clone()));
                 }
                 if started.elapsed() > Duration::from_secs(2) {
                     if let Some(b) = b.take() {
@@ -180,7 +209,7 @@ async fn group_survives_membership_changes(extra: &[(&str, &str)]) {
     .await
     .expect("members left");
 
-    let (committed, end) = committed_and_end(&node, group, topic);
+    let (committed, end) = committed_and_end(&node.bootstrap(), group, topic);
     assert_eq!(committed, end, "the final commits are the end offsets");
     assert_eq!(end.values().sum::<i64>(), 3000);
 }
@@ -212,26 +241,26 @@ async fn committed_offsets_survive_a_restart_and_the_group_resumes_there() {
     let mut node = Node::start(&["--group-initial-rebalance-delay-ms", "0"]);
     let (topic, group) = ("resume-topic", "resume-group");
     create_topic(&node, topic, PARTITIONS, &[]).await;
-    let acked = produce(&node, topic, 600, 600).await;
+    let acked = produce(&node.bootstrap(), topic, 600, 600).await;
     assert_eq!(acked.len(), 600);
 
     let seen: Seen = Arc::default();
-    let first = Member::start(&node, group, topic, &CLASSIC, seen.clone());
+    let first = Member::start(&node.bootstrap(), group, topic, &CLASSIC, seen.clone());
     let half: BTreeSet<(i32, i64)> = acked.iter().filter(|(_, o)| *o < 50).copied().collect();
     let waiting = seen.clone();
     tokio::task::spawn_blocking(move || wait_until_seen(&waiting, &half, Duration::from_secs(30))).await.unwrap();
     tokio::task::spawn_blocking(move || first.leave()).await.unwrap();
-    let (before, _) = committed_and_end(&node, group, topic);
+    let (before, _) = committed_and_end(&node.bootstrap(), group, topic);
     assert!(before.values().all(|&o| o >= 50), "committed at least what was seen: {before:?}");
 
     node.kill9();
     node.restart();
-    let (after, end) = committed_and_end(&node, group, topic);
+    let (after, end) = committed_and_end(&node.bootstrap(), group, topic);
     assert_eq!(after, before, "committed offsets survive kill -9");
 
     // The next member starts at the committed offsets, not at the beginning.
     let resumed: Seen = Arc::default();
-    let second = Member::start(&node, group, topic, &CLASSIC, resumed.clone());
+    let second = Member::start(&node.bootstrap(), group, topic, &CLASSIC, resumed.clone());
     let rest: BTreeSet<(i32, i64)> = acked.iter().filter(|(p, o)| *o >= after[p]).copied().collect();
     let waiting = resumed.clone();
     tokio::task::spawn_blocking(move || wait_until_seen(&waiting, &rest, Duration::from_secs(30))).await.unwrap();
@@ -243,7 +272,7 @@ async fn committed_offsets_survive_a_restart_and_the_group_resumes_there() {
     for (p, offset) in &first_seen {
         assert_eq!(*offset, after[p], "partition {p} resumed at its committed offset");
     }
-    let (last, _) = committed_and_end(&node, group, topic);
+    let (last, _) = committed_and_end(&node.bootstrap(), group, topic);
     assert_eq!(last, end);
 }
 
@@ -336,8 +365,11 @@ fn describe_group(bootstrap: &str, group: &str) -> (String, usize) {
     let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]);
     let response = client.request(5, &request);
     let described = &response.groups[0];
-    assert_eq!(described.error_code, 0);
-    (described.group_state.to_string(), described.members.len())
+    match described.error_code {
+        0 => (described.group_state.to_string(), described.members.len()),
+        // Before the first FindCoordinator, __consumer_offsets does not exist yet.
+        code => (format!("error {code}"), 0),
+    }
 }
 
 fn wait_for_group(bootstrap: &str, group: &str, state: &str, members: usize, timeout: Duration) {
@@ -353,6 +385,16 @@ fn wait_for_group(bootstrap: &str, group: &str, state: &str, members: usize, tim
     panic!("group {group} never reached {state} with {members} members; last {last:?}");
 }
 
+/// A child process that does not outlive a failed test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A member process killed with SIGKILL sends no LeaveGroup: the coordinator expels it
 /// after its session timeout and its partitions move to the surviving member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,19 +403,21 @@ async fn a_killed_member_is_expelled_after_its_session_timeout() {
     let (topic, group) = ("expel-topic", "expel-group");
     create_topic(&node, topic, PARTITIONS, &[]).await;
     let seen: Seen = Arc::default();
-    let survivor = Member::start(&node, group, topic, &CLASSIC, seen.clone());
-    let mut doomed = std::process::Command::new(env!("CARGO_BIN_EXE_group_member"))
-        .args([node.bootstrap().as_str(), group, topic])
-        .spawn()
-        .expect("member process");
+    let survivor = Member::start(&node.bootstrap(), group, topic, &CLASSIC, seen.clone());
+    let mut doomed = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_group_member"))
+            .args([node.bootstrap().as_str(), group, topic])
+            .spawn()
+            .expect("member process"),
+    );
     let bootstrap = node.bootstrap();
     tokio::task::spawn_blocking(move || wait_for_group(&bootstrap, group, "Stable", 2, Duration::from_secs(60)))
         .await
         .expect("two members");
 
-    doomed.kill().expect("SIGKILL");
-    doomed.wait().expect("reaped");
-    let acked = produce(&node, topic, 600, 600).await;
+    doomed.0.kill().expect("SIGKILL");
+    doomed.0.wait().expect("reaped");
+    let acked = produce(&node.bootstrap(), topic, 600, 600).await;
     let waiting = (seen.clone(), acked.clone());
     tokio::task::spawn_blocking(move || wait_until_seen(&waiting.0, &waiting.1, Duration::from_secs(60)))
         .await
@@ -546,4 +590,66 @@ async fn every_advertised_group_api_version_works() {
     })
     .await
     .expect("sweep");
+}
+
+/// Three nodes: the group's coordinator is killed with SIGKILL while two members consume
+/// and commit. The coordinator moves with its `__consumer_offsets` partition, the
+/// members rejoin, every acknowledged record is consumed, and no committed offset ever
+/// goes backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_fails_over_with_its_partition_and_commits_never_go_back() {
+    let extra = ["--group-initial-rebalance-delay-ms", "0", "--offsets-topic-num-partitions", "3"];
+    let mut cluster = Cluster::start(46, 3, &extra);
+    let (topic, group) = ("failover-topic", "failover-group");
+    cluster.create_topic(topic, PARTITIONS, 3, &[]).await;
+    let bootstrap = cluster.bootstrap();
+    let seen: Seen = Arc::default();
+    let a = Member::start(&bootstrap, group, topic, &CLASSIC, seen.clone());
+    let b = Member::start(&bootstrap, group, topic, &CLASSIC, seen.clone());
+
+    // Watch the committed offsets from the side: they must never go down.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (watching, bootstrap) = (watching.clone(), bootstrap.clone());
+        std::thread::spawn(move || {
+            let mut highest: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut backwards = Vec::new();
+            while watching.load(Ordering::Relaxed) {
+                for (p, offset) in committed(&bootstrap, group, topic).unwrap_or_default() {
+                    let seen_before = highest.entry(p).or_insert(offset);
+                    if offset < *seen_before {
+                        backwards.push((p, *seen_before, offset));
+                    }
+                    *seen_before = (*seen_before).max(offset);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            backwards
+        })
+    };
+
+    let mut acked = produce(&bootstrap, topic, 1200, 100).await;
+    let mut probe = RawClient::connect(&cluster.nodes[0].bootstrap());
+    let found = probe.request(3, &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str(group)));
+    assert_eq!(found.error_code, 0);
+    let coordinator = found.node_id.0 as u64;
+    cluster.node(coordinator).kill9();
+    acked.extend(produce(&bootstrap, topic, 1200, 100).await);
+    cluster.node(coordinator).restart();
+
+    let waiting = (seen.clone(), acked.clone());
+    tokio::task::spawn_blocking(move || wait_until_seen(&waiting.0, &waiting.1, Duration::from_secs(120)))
+        .await
+        .expect("every acknowledged record consumed after the failover");
+    tokio::task::spawn_blocking(move || {
+        a.leave();
+        b.leave();
+    })
+    .await
+    .expect("members left");
+    watching.store(false, Ordering::Relaxed);
+    let backwards = watcher.join().expect("watcher");
+    assert!(backwards.is_empty(), "committed offsets went backwards (partition, before, after): {backwards:?}");
+    let (committed, end) = committed_and_end(&bootstrap, group, topic);
+    assert_eq!(committed, end, "the final commits are the end offsets");
 }
