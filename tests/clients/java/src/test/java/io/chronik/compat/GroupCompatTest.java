@@ -113,11 +113,15 @@ class GroupCompatTest {
           ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap,
           ConsumerConfig.GROUP_ID_CONFIG, group,
           ConsumerConfig.CLIENT_ID_CONFIG, clientId,
-          ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic",
-          ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 6000,
-          ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 1000,
           ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false,
           ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest"));
+      // KIP-848 members take their timeouts from the broker and refuse these settings.
+      if (!"consumer".equals(extra.get(ConsumerConfig.GROUP_PROTOCOL_CONFIG))) {
+        cc.putAll(Map.of(
+            ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic",
+            ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 6000,
+            ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 1000));
+      }
       try (var consumer = new KafkaConsumer<>(cc, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
         consumer.subscribe(List.of(topic), new ConsumerRebalanceListener() {
           @Override
@@ -626,5 +630,51 @@ class GroupCompatTest {
     e = assertThrows(java.util.concurrent.ExecutionException.class,
         () -> admin.deleteConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS));
     assertInstanceOf(GroupIdNotFoundException.class, e.getCause());
+  }
+
+  /** KIP-848 (group.protocol=consumer): the broker assigns; members split the partitions,
+   *  consume everything, commit by member epoch, and the admin sees a CONSUMER group. */
+  @Test
+  void consumerProtocolGroupConsumesAndCommits() throws Exception {
+    String topic = "java-848-" + UUID.randomUUID().toString().substring(0, 8);
+    String group = "java-grp-" + topic;
+    createTopic(topic);
+    Set<String> seen = ConcurrentHashMap.newKeySet();
+    Map<String, Object> kip848 = Map.of(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
+    List<Member> members = List.of(new Member("java-848-1", topic, group, seen, kip848),
+        new Member("java-848-2", topic, group, seen, kip848));
+    members.forEach(m -> m.thread.start());
+    Map<Integer, Long> ends = uniform(PER_PARTITION);
+    try {
+      Set<String> produced = produce(topic, 0, PARTITIONS * PER_PARTITION);
+      BooleanSupplier done = () -> {
+        if (!seen.containsAll(produced)) return false;
+        Set<Integer> a = members.get(0).assignment.get(), b = members.get(1).assignment.get();
+        Set<Integer> union = new TreeSet<>(a);
+        union.addAll(b);
+        Map<Integer, Long> pos = new TreeMap<>(members.get(0).positions.get());
+        pos.putAll(members.get(1).positions.get());
+        return !a.isEmpty() && !b.isEmpty() && Collections.disjoint(a, b)
+            && union.size() == PARTITIONS && pos.equals(ends);
+      };
+      boolean ok = waitUntil(() -> done.getAsBoolean() || members.stream().anyMatch(m -> m.error.get() != null));
+      for (var m : members) assertNull(m.error.get(), m.clientId + " failed");
+      assertTrue(ok, "members never split the partitions / caught up: "
+          + members.stream().map(m -> m.clientId + "=" + m.assignment.get() + " " + m.positions.get()).toList());
+
+      ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).all()
+          .get(30, TimeUnit.SECONDS).get(group);
+      assertEquals(GroupType.CONSUMER, d.type());
+      assertEquals(GroupState.STABLE, d.groupState());
+      assertEquals(2, d.members().size());
+    } finally {
+      members.forEach(m -> m.stop.set(true));
+      for (var m : members) m.thread.join(30_000);
+    }
+    for (var m : members) {
+      assertNull(m.error.get(), m.clientId + " failed");
+      assertTrue(m.finalCommit, m.clientId + " did not commit and close");
+    }
+    assertEquals(ends, committedOffsets(group));
   }
 }
