@@ -481,6 +481,10 @@ def test_group_members_survive_broker_restart(own_broker, topic_name):
             if results in ([None, None], [None, "nothing to commit"], ["nothing to commit", None]):
                 break
             assert time.monotonic() < deadline, f"commits kept failing: {results}"
+            # Poll so librdkafka can finish rejoining (its rebalance runs through poll()).
+            for c in members:
+                for _ in range(10):
+                    poll_into(c, seen, 0.05)
         admin = admin_client(bootstrap)
         assert group_offsets(admin, group) == ends
         desc = admin.describe_consumer_groups([group], request_timeout=30)[group].result(30)
