@@ -48,7 +48,7 @@ pub(crate) struct JoinOutcome {
 }
 
 impl JoinOutcome {
-    fn error(error: ResponseError, member_id: &str) -> JoinOutcome {
+    pub fn error(error: ResponseError, member_id: &str) -> JoinOutcome {
         JoinOutcome {
             error: Some(error),
             generation: -1,

@@ -424,24 +424,28 @@ impl Coordinator {
         groups.retain(|_, l| !l.group.is_idle());
     }
 
-    /// The stored record of `group`, read on a blocking thread.
-    pub(crate) async fn stored_group(&self, uid: u64, group: &str) -> Result<Option<GroupRecord>, ResponseError> {
+    /// Runs a store read on tokio's blocking pool (RocksDB reads can wait on the disk).
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&chronik_engine::Engine) -> chronik_engine::Result<T> + Send + 'static,
+    ) -> Result<T, ResponseError> {
         let engine = self.replication.engine().clone();
-        let group = group.to_string();
-        tokio::task::spawn_blocking(move || groups::read_group(&engine, uid, &group))
+        tokio::task::spawn_blocking(move || read(&engine))
             .await
             .map_err(|_| ResponseError::UnknownServerError)?
             .map_err(|_| ResponseError::KafkaStorageError)
     }
 
-    /// The committed offsets of `group`, read on a blocking thread.
-    pub(crate) async fn committed(&self, uid: u64, group: &str) -> Result<Vec<CommittedOffset>, ResponseError> {
-        let engine = self.replication.engine().clone();
+    /// The stored record of `group`.
+    pub(crate) async fn stored_group(&self, uid: u64, group: &str) -> Result<Option<GroupRecord>, ResponseError> {
         let group = group.to_string();
-        tokio::task::spawn_blocking(move || groups::read_offsets(&engine, uid, &group))
-            .await
-            .map_err(|_| ResponseError::UnknownServerError)?
-            .map_err(|_| ResponseError::KafkaStorageError)
+        self.read(move |engine| groups::read_group(engine, uid, &group)).await
+    }
+
+    /// The committed offsets of `group`.
+    pub(crate) async fn committed(&self, uid: u64, group: &str) -> Result<Vec<CommittedOffset>, ResponseError> {
+        let group = group.to_string();
+        self.read(move |engine| groups::read_offsets(engine, uid, &group)).await
     }
 
     /// Every group stored in the `__consumer_offsets` partitions this node leads, with
@@ -454,13 +458,11 @@ impl Coordinator {
             .map(|p| p.uid)
             .filter(|uid| self.replication.partition(*uid).is_some_and(|v| v.leader() == Some(self.node_id)))
             .collect();
-        let engine = self.replication.engine().clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            uids.into_iter().map(|uid| groups::read_groups(&engine, uid)).collect::<chronik_engine::Result<Vec<_>>>()
-        })
-        .await
-        .map_err(|_| ResponseError::UnknownServerError)?
-        .map_err(|_| ResponseError::KafkaStorageError)?;
+        let stored = self
+            .read(move |engine| {
+                uids.into_iter().map(|uid| groups::read_groups(engine, uid)).collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
         let mut listed: HashMap<String, Listed> = stored
             .into_iter()
             .flatten()
@@ -513,11 +515,7 @@ impl Coordinator {
                 continue;
             }
             let owner = Owner { uid: partition.uid, epoch: view.leader_epoch() };
-            let engine = self.replication.engine().clone();
-            let stored = tokio::task::spawn_blocking(move || groups::read_groups(&engine, owner.uid))
-                .await
-                .map_err(|_| ResponseError::UnknownServerError)?
-                .map_err(|_| ResponseError::KafkaStorageError)?;
+            let stored = self.read(move |engine| groups::read_groups(engine, owner.uid)).await?;
             for (group, _) in stored {
                 if self.peek(&group, owner, Group::has_members).unwrap_or(false) {
                     continue;

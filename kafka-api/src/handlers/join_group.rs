@@ -59,18 +59,7 @@ pub(crate) async fn handle(
 }
 
 fn error(version: i16, error: ResponseError, member_id: &str) -> JoinGroupResponse {
-    response(
-        version,
-        JoinOutcome {
-            error: Some(error),
-            generation: -1,
-            protocol_type: None,
-            protocol: None,
-            leader: String::new(),
-            member_id: member_id.to_string(),
-            members: Vec::new(),
-        },
-    )
+    response(version, JoinOutcome::error(error, member_id))
 }
 
 fn response(version: i16, o: JoinOutcome) -> JoinGroupResponse {
