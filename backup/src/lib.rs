@@ -1,9 +1,8 @@
 //! Backups of a node's RocksDB store to object storage.
 //!
 //! Layers: [`codec`] compresses and checksums byte streams, [`manifest`] describes a
-//! backup, [`store`] holds objects (a local directory today; remote stores plug in
-//! behind [`store::ObjectStore`]), and [`BackupStore`] moves checkpoints to and from a
-//! location. Everything here blocks: async callers use `spawn_blocking`. Layout under
+//! backup, [`store`] holds objects (a local directory, or an object storage service
+//! through [`remote`]), and [`BackupStore`] moves checkpoints to and from a location. Everything here blocks: async callers use `spawn_blocking`. Layout under
 //! the location:
 //!
 //! ```text
@@ -19,6 +18,7 @@
 pub mod codec;
 mod error;
 pub mod manifest;
+pub mod remote;
 pub mod store;
 
 use std::collections::{BTreeSet, HashMap};
@@ -32,6 +32,7 @@ use chronik_engine::{keys, Engine};
 
 pub use error::{Error, Result};
 pub use manifest::{Compression, FileEntry, GroupApplied, Manifest};
+use remote::RemoteStore;
 use store::{LocalStore, ObjectStore};
 
 /// Files moved at once, each on its own thread (compression is the CPU cost).
@@ -74,19 +75,20 @@ pub struct BackupStore {
 }
 
 impl BackupStore {
-    /// Opens a location given as a directory path or a `file:///abs/dir` URL. Remote
-    /// schemes (`s3://`, `gs://`, `az://`) are refused with a message saying so.
+    /// Opens a location: a directory path, `file:///abs/dir`, `s3://bucket/prefix`,
+    /// `gs://bucket/prefix` or `az://container/prefix`.
     pub fn open(location: &str) -> Result<BackupStore> {
         let bad = |reason: String| Error::BadUrl { url: location.to_string(), reason };
         let dir = match location.split_once("://") {
             Some(("file", path)) if path.starts_with('/') => PathBuf::from(path),
             Some(("file", _)) => return Err(bad("a file:// URL needs an absolute path (file:///dir)".into())),
-            Some((scheme @ ("s3" | "gs" | "az"), _)) => {
-                return Err(bad(format!(
-                    "{scheme}:// stores are not compiled into this build yet; use a directory or file:///dir"
-                )))
+            Some(("s3" | "gs" | "az", _)) => {
+                let store = RemoteStore::open(location).map_err(bad)?;
+                return Ok(BackupStore { store: Arc::new(store), url: location.to_string() });
             }
-            Some((scheme, _)) => return Err(bad(format!("unknown scheme {scheme:?}; use a directory or file:///dir"))),
+            Some((scheme, _)) => {
+                return Err(bad(format!("unknown scheme {scheme:?}; use a directory, file://, s3://, gs:// or az://")))
+            }
             None if location.is_empty() => return Err(bad("empty location".into())),
             None => PathBuf::from(location),
         };

@@ -2,9 +2,8 @@
 //! care whether objects are files or remote blobs: an object is written whole (a reader
 //! never sees half of one), read as a stream, listed by prefix and deleted.
 //!
-//! Built in: [`LocalStore`] (a directory; `file:///dir` or a plain path). Remote stores
-//! (`s3://`, `gs://`, `az://` through the `object_store` crate) plug in behind the same
-//! trait; they are not compiled into this build (see ARCHITECTURE.md).
+//! Built in: [`LocalStore`] (a directory; `file:///dir` or a plain path) and
+//! [`crate::remote::RemoteStore`] (`s3://`, `gs://`, `az://`).
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -35,15 +34,16 @@ impl LocalStore {
     }
 
     fn path(&self, key: &str) -> io::Result<PathBuf> {
-        let mut path = self.root.clone();
-        for part in key.split('/') {
-            // Keys come from manifests, which come from outside: never leave the root.
-            if part.is_empty() || part == "." || part == ".." {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid object key {key:?}")));
-            }
-            path.push(part);
-        }
-        Ok(path)
+        check_key(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(key.split('/').fold(self.root.clone(), |path, part| path.join(part)))
+    }
+}
+
+/// Keys come from manifests, which come from outside: a key never leaves the root.
+pub(crate) fn check_key(key: &str) -> Result<(), String> {
+    match key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        true => Err(format!("invalid object key {key:?}")),
+        false => Ok(()),
     }
 }
 

@@ -61,7 +61,8 @@ pub struct CreateArgs {
     /// A stopped node's data dir.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Backup location: a directory or file:///dir.
+    /// Backup location: a directory, file:///dir, s3://bucket/prefix, gs://bucket/prefix
+    /// or az://container/prefix (credentials from the AWS_*, GOOGLE_*, AZURE_* variables).
     #[arg(long)]
     to: String,
     /// zstd, gzip or none.
@@ -69,37 +70,37 @@ pub struct CreateArgs {
     compression: String,
 }
 
+/// Runs a backup command. Store operations block (a remote store drives its own
+/// runtime); only talking to a node is async.
 pub fn run(command: Backup) -> anyhow::Result<()> {
-    tokio::runtime::Runtime::new()?.block_on(async move {
-        match command {
-            Backup::Create(args) => create(args).await,
-            Backup::List { from, json } => list(&from, json).await,
-            Backup::Verify { from, id } => {
-                let store = BackupStore::open(&from)?;
-                let progress = CliProgress::new("verify");
-                let verified = store.verify(&id, progress.as_ref())?;
-                progress.finish();
-                println!("backup {id} is intact: {} files, {} bytes", verified.files, verified.bytes);
-                Ok(())
-            }
-            Backup::Restore { from, id, data_dir } => restore(&from, &id, &data_dir).await,
-            Backup::Prune { from, keep } => {
-                let pruned = BackupStore::open(&from)?.prune(keep)?;
-                for id in &pruned.backups {
-                    println!("deleted backup {id}");
-                }
-                println!("pruned {} backups, {} objects", pruned.backups.len(), pruned.objects);
-                Ok(())
-            }
+    match command {
+        Backup::Create(args) => create(args),
+        Backup::List { from, json } => list(&from, json),
+        Backup::Verify { from, id } => {
+            let store = BackupStore::open(&from)?;
+            let progress = CliProgress::new("verify");
+            let verified = store.verify(&id, progress.as_ref())?;
+            progress.finish();
+            println!("backup {id} is intact: {} files, {} bytes", verified.files, verified.bytes);
+            Ok(())
         }
-    })
+        Backup::Restore { from, id, data_dir } => restore(&from, &id, &data_dir),
+        Backup::Prune { from, keep } => {
+            let pruned = BackupStore::open(&from)?.prune(keep)?;
+            for id in &pruned.backups {
+                println!("deleted backup {id}");
+            }
+            println!("pruned {} backups, {} objects", pruned.backups.len(), pruned.objects);
+            Ok(())
+        }
+    }
 }
 
-async fn create(args: CreateArgs) -> anyhow::Result<()> {
+fn create(args: CreateArgs) -> anyhow::Result<()> {
     let compression: Compression = args.compression.parse()?;
     let manifest = match (&args.node, &args.data_dir) {
-        (Some(node), _) => create_online(node, &args.to, compression).await?,
-        (None, Some(dir)) => create_offline(dir, &args.to, compression).await?,
+        (Some(node), _) => tokio::runtime::Runtime::new()?.block_on(create_online(node, &args.to, compression))?,
+        (None, Some(dir)) => create_offline(dir, &args.to, compression)?,
         (None, None) => bail!("pass --node HOST:PORT (running node) or --data-dir DIR (stopped node)"),
     };
     println!(
@@ -137,7 +138,7 @@ async fn create_online(node: &str, to: &str, compression: Compression) -> anyhow
 
 /// Backs up a stopped node. Its RocksDB may lag its Raft log (a SIGKILL leaves applied
 /// writes unflushed), so the log is replayed first, exactly as `chronik start` would.
-async fn create_offline(dir: &Path, to: &str, compression: Compression) -> anyhow::Result<Manifest> {
+fn create_offline(dir: &Path, to: &str, compression: Compression) -> anyhow::Result<Manifest> {
     let store = BackupStore::open(to)?;
     let db = dir.join("db");
     if !db.join("CURRENT").is_file() {
@@ -162,7 +163,7 @@ fn node_id(engine: &Engine) -> anyhow::Result<u64> {
     Ok(u64::from_be_bytes(raw.as_slice().try_into().context("corrupt node id in the store")?))
 }
 
-async fn list(from: &str, json: bool) -> anyhow::Result<()> {
+fn list(from: &str, json: bool) -> anyhow::Result<()> {
     let manifests = BackupStore::open(from)?.list()?;
     if json {
         for m in &manifests {
@@ -191,7 +192,7 @@ async fn list(from: &str, json: bool) -> anyhow::Result<()> {
 
 /// Restores into a staging dir next to the target, seeds the Raft log, and only then
 /// moves it into place: a failure leaves the target as it was.
-async fn restore(from: &str, id: &str, target: &Path) -> anyhow::Result<()> {
+fn restore(from: &str, id: &str, target: &Path) -> anyhow::Result<()> {
     if target.exists() {
         let mut entries = std::fs::read_dir(target).with_context(|| format!("cannot read {}", target.display()))?;
         if entries.next().is_some() {

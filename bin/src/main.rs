@@ -5,6 +5,7 @@ mod alloc;
 mod backup_cli;
 mod bench;
 mod bench_groups;
+mod cluster_cli;
 mod dump_cli;
 mod http;
 mod rpc;
@@ -19,7 +20,7 @@ use chronik_kafka_api::{Broker, BrokerConfig, GroupConfig};
 use chronik_replication::command::MetaCommand;
 use chronik_replication::topic_config::TopicDefaults;
 use chronik_replication::transport::{GrpcTransport, NoPeers, Transport};
-use chronik_replication::{retention, NodeInfo, Replication, ReplicationConfig};
+use chronik_replication::{retention, MetaOutcome, NodeInfo, Replication, ReplicationConfig};
 use clap::{Args, Parser, Subcommand};
 use settings::{FileSettings, Settings};
 
@@ -45,6 +46,9 @@ enum Command {
     Backup(backup_cli::Backup),
     /// Print what a data dir holds (read-only), as JSON lines or a table.
     Dump(dump_cli::DumpArgs),
+    /// List, promote or remove members of a running cluster.
+    #[command(subcommand)]
+    Cluster(cluster_cli::Cluster),
 }
 
 #[derive(Args)]
@@ -146,6 +150,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(bench) => bench::run(bench),
         Command::Backup(command) => backup_cli::run(command),
+        Command::Cluster(command) => cluster_cli::run(command),
         Command::Dump(args) => dump_cli::run(args),
     }
 }
@@ -168,13 +173,22 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
         replication_config = replication_config.with_cluster(&ids);
         Arc::new(GrpcTransport::start(settings.node_id, &settings.peers)?)
     };
+    // A node outside the first voters asks to join (a no-op when it is a member).
+    let join = settings
+        .peers
+        .iter()
+        .find(|(id, _)| *id == settings.node_id && !replication_config.meta_voters.contains(id))
+        .map(|(_, addr)| (addr.clone(), replication_config.meta_voters.clone()));
     let replication = Arc::new(Replication::start_with(replication_config, engine.clone(), transport)?);
     let rpc = tokio::net::TcpListener::bind(settings.rpc_addr)
         .await
         .with_context(|| format!("cannot listen for RPC on {}", settings.rpc_addr))?;
     let rpc_addr = rpc.local_addr()?;
     let (rpc_stop, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let rpc_router = rpc::router(rpc::AdminService::new(engine.clone(), &settings.data_dir), replication.clone());
+    let rpc_router = rpc::router(
+        rpc::AdminService::new(engine.clone(), replication.clone(), &settings.data_dir),
+        replication.clone(),
+    );
     let rpc_task = tokio::spawn(async move {
         if let Err(e) = rpc::serve(rpc_router, rpc, async move { rpc_stopped.await.unwrap_or(()) }).await {
             tracing::error!(error = %e, "rpc server failed");
@@ -229,7 +243,7 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
         rack: settings.rack.clone(),
         dc: settings.dc.clone(),
     };
-    let register_task = tokio::spawn(register(replication.clone(), me, cluster_id.clone()));
+    let register_task = tokio::spawn(register(replication.clone(), me, cluster_id.clone(), join));
     let clustered = !settings.peers.is_empty();
     let leaders_task = tokio::spawn(report_leaders(replication.clone(), clustered));
     let retention_task = retention::spawn(replication.clone(), topic_defaults, settings.retention_check_interval);
@@ -265,9 +279,20 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Announces this node's Kafka address, rack and data centre through group 0, retrying
-/// until the metadata group has a leader.
-async fn register(replication: Arc<Replication>, me: NodeInfo, cluster_id: String) {
+/// Joins the metadata group if this node is not one of its first voters (`join`: this
+/// node's rpc address and the voters to ask), then announces this node's Kafka address,
+/// rack and data centre through group 0, retrying until the metadata group has a leader.
+async fn register(replication: Arc<Replication>, me: NodeInfo, cluster_id: String, join: Option<(String, Vec<u64>)>) {
+    if let Some((rpc_addr, voters)) = join {
+        loop {
+            match replication.join(&rpc_addr, &voters).await {
+                Ok(MetaOutcome::Done) => break,
+                Ok(outcome) => tracing::warn!(?outcome, "joining the cluster was refused; retrying"),
+                Err(e) => tracing::info!(error = %e, "joining the cluster: no answer yet; retrying"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
     loop {
         let cluster = replication.cluster();
         if cluster.nodes.get(&me.id) == Some(&me) && cluster.cluster_id.is_some() {

@@ -27,5 +27,6 @@ pub(crate) fn meta_rejection(r: &MetaRejection) -> ResponseError {
         MetaRejection::TopicExists => ResponseError::TopicAlreadyExists,
         MetaRejection::UnknownTopic => ResponseError::UnknownTopicOrPartition,
         MetaRejection::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        MetaRejection::Membership(_) => ResponseError::InvalidRequest,
     }
 }

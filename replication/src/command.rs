@@ -65,6 +65,37 @@ pub enum MetaCommand {
     InitCluster {
         cluster_id: String,
     },
+    /// Membership of group 0 (proposed as Raft configuration changes, see
+    /// [`MetaCommand::membership`]): a node joins as a learner at `rpc_addr`...
+    AddNode {
+        id: u64,
+        rpc_addr: String,
+    },
+    /// ...a learner becomes a voter...
+    PromoteNode {
+        id: u64,
+    },
+    /// ...or a node leaves the cluster.
+    RemoveNode {
+        id: u64,
+    },
+}
+
+impl MetaCommand {
+    /// The Raft configuration change a membership command is carried by, if it is one.
+    pub fn membership(&self) -> Option<raft::eraftpb::ConfChange> {
+        use raft::eraftpb::{ConfChange, ConfChangeType};
+        let (change_type, node_id) = match self {
+            MetaCommand::AddNode { id, .. } => (ConfChangeType::AddLearnerNode, *id),
+            MetaCommand::PromoteNode { id } => (ConfChangeType::AddNode, *id),
+            MetaCommand::RemoveNode { id } => (ConfChangeType::RemoveNode, *id),
+            _ => return None,
+        };
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change_type);
+        cc.node_id = node_id;
+        Some(cc)
+    }
 }
 
 /// Encodes an append without first copying `records` into a command value.

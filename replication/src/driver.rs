@@ -22,14 +22,16 @@ use bytes::Bytes;
 use chronik_engine::{Durability, Engine, PartitionState, WriteBatch};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
-use raft::eraftpb::{Entry, EntryType, Message};
-use raft::{RawNode, StateRole};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, Entry, EntryType, Message, Snapshot};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, ReadableSize};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
+use crate::command::MetaCommand;
 use crate::command::{self, PartitionCommand};
 use crate::groups;
-use crate::metadata::{ClusterMeta, MetaEffects, MetaOutcome, PartitionMeta};
+use crate::metadata::{ClusterMeta, MetaEffects, MetaOutcome, MetaRejection, PartitionMeta, CONF_STATE_KEY};
 use crate::partition::PartitionMachine;
 use crate::storage::GroupStorage;
 use crate::transport::Transport;
@@ -125,6 +127,7 @@ struct Group {
 #[derive(Clone)]
 pub(crate) struct DriverHandle {
     tx: Sender<Msg>,
+    log: Arc<LogEngine>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -142,6 +145,7 @@ impl DriverHandle {
             ..Default::default()
         };
         let log = Arc::new(LogEngine::open(log_config)?);
+        let handle_log = log.clone();
         let (tx, rx) = unbounded();
         let mut driver = Driver {
             node_id: config.node_id,
@@ -169,7 +173,7 @@ impl DriverHandle {
             .name("raft-driver".into())
             .spawn(move || driver.run())
             .map_err(|e| ReplicationError::Internal(format!("cannot start the raft driver: {e}")))?;
-        Ok(DriverHandle { tx, thread: Arc::new(Mutex::new(Some(thread))) })
+        Ok(DriverHandle { tx, log: handle_log, thread: Arc::new(Mutex::new(Some(thread))) })
     }
 
     pub fn propose(
@@ -184,6 +188,11 @@ impl DriverHandle {
 
     pub fn deliver(&self, messages: Vec<(u64, Message)>, permit: OwnedSemaphorePermit) -> Result<(), ReplicationError> {
         self.tx.send(Msg::Raft { messages, _permit: permit }).map_err(|_| ReplicationError::Shutdown)
+    }
+
+    /// The first index still in group `group`'s log (1 when nothing was compacted).
+    pub fn first_log_index(&self, group: u64) -> Option<u64> {
+        self.log.first_index(group)
     }
 
     pub fn step_down(&self) -> Result<(), ReplicationError> {
@@ -241,6 +250,9 @@ impl Driver {
         let meta = ClusterMeta::load(&self.engine)?;
         let partitions: Vec<PartitionMeta> = meta.topics.values().flat_map(|t| t.partitions.iter().cloned()).collect();
         self.views.set_cluster(Arc::new(meta.clone()));
+        for (id, addr) in &meta.peers {
+            self.transport.add_peer(*id, addr);
+        }
         let (voters, learners) = (self.meta_voters.clone(), self.meta_learners.clone());
         self.open_group(META_GROUP, &voters, &learners, Machine::Meta(meta))?;
         let node_id = self.node_id;
@@ -284,7 +296,21 @@ impl Driver {
             Some(storage) => (storage, false),
             None => (GroupStorage::bootstrap(id, self.log.clone(), voters, learners, &mut self.pending_log)?, true),
         };
+        if id == META_GROUP {
+            storage.serve_snapshots(self.engine.clone());
+            // The configuration as of the applied index (later changes are re-applied).
+            if let Some(raw) = self.engine.cluster_get(CONF_STATE_KEY)? {
+                let conf = raft::eraftpb::ConfState::parse_from_bytes(&raw)
+                    .map_err(|e| ReplicationError::Internal(format!("corrupt group 0 configuration: {e}")))?;
+                storage.set_conf_state(conf, &mut self.pending_log)?;
+            }
+        }
+        if applied > raft::Storage::last_index(&storage)? {
+            // An installed snapshot whose log truncation was not persisted before a crash.
+            storage.reset_to(applied, applied_term, &mut self.pending_log)?;
+        }
         storage.ensure_committed(applied);
+        let voters: Vec<u64> = raft::Storage::initial_state(&storage)?.conf_state.voters;
         let config = raft::Config {
             id: self.node_id,
             election_tick: self.election_tick,
@@ -425,7 +451,21 @@ impl Driver {
             let _ = reply.send(Err(ReplicationError::NotLeader));
             return;
         }
-        match group.node.propose(Vec::new(), data) {
+        let membership = match (&group.machine, command::decode_meta(&data)) {
+            (Machine::Meta(meta), Some(cmd)) => {
+                cmd.membership().map(|cc| (check_membership(&mut group.node, meta, &cmd), cc))
+            }
+            _ => None,
+        };
+        let proposed = match membership {
+            None => group.node.propose(Vec::new(), data),
+            Some((Check::Propose, cc)) => group.node.propose_conf_change(data, cc),
+            Some((Check::Answer(outcome), _)) => {
+                let _ = reply.send(Ok(Applied::Meta(outcome)));
+                return;
+            }
+        };
+        match proposed {
             Ok(()) => {
                 let index = group.node.raft.raft_log.last_index();
                 let term = group.node.raft.term;
@@ -459,15 +499,21 @@ impl Driver {
         let log_batch = &mut self.round_log;
         log_batch.merge(&mut self.pending_log)?;
         let mut readies = Vec::new();
+        let mut installed_snapshot = false;
         for (id, group) in self.groups.iter_mut() {
             if !group.node.has_ready() {
                 continue;
             }
             let mut ready = group.node.ready();
             if !ready.snapshot().is_empty() {
-                // Log compaction never passes what every replica has (see `compact`),
-                // so no snapshot is ever produced: snapshots come with a later issue.
-                tracing::error!(group = id, "raft snapshot received but snapshots are not supported");
+                // Only group 0 sends snapshots (to nodes that joined after compaction).
+                let snapshot: &Snapshot = ready.snapshot();
+                crate::meta_snapshot::install(&self.engine, snapshot)?;
+                group.node.mut_store().apply_snapshot(snapshot, log_batch)?;
+                group.applied_term = snapshot.get_metadata().term;
+                installed_snapshot = true;
+                self.views.snapshots_installed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(group = id, index = snapshot.get_metadata().index, "installed a metadata snapshot");
             }
             // A leader's messages may leave before its own write (Raft thesis 10.2.1).
             queue_messages(&mut self.outbox, *id, ready.take_messages());
@@ -479,6 +525,10 @@ impl Driver {
             readies.push((*id, ready));
         }
         flush_outbox(&mut self.outbox, self.transport.as_ref());
+        if installed_snapshot {
+            self.reload_metadata()?;
+        }
+        let log_batch = &mut self.round_log;
         if readies.is_empty() && log_batch.is_empty() {
             return Ok(());
         }
@@ -544,6 +594,11 @@ impl Driver {
             }
             if id == META_GROUP {
                 self.views.set_meta_leader(leader);
+                let conf = group.node.raft.prs().conf().to_conf_state();
+                let (mut voters, mut learners) = (conf.voters, conf.learners);
+                voters.sort_unstable();
+                learners.sort_unstable();
+                self.views.set_meta_members(voters, learners);
             }
         }
         // Answer only after publishing, so a client that saw its ack can read its write.
@@ -567,7 +622,21 @@ impl Driver {
                 }
                 Machine::Meta(meta) => {
                     let mut effects = MetaEffects::default();
-                    let result = apply_meta(meta, &entry, wb, &mut effects);
+                    let result = match entry.get_entry_type() {
+                        EntryType::EntryConfChange => {
+                            let result = apply_membership(
+                                &mut group.node,
+                                meta,
+                                &entry,
+                                wb,
+                                &mut effects,
+                                &mut self.pending_log,
+                            )?;
+                            group.voters = group.node.raft.prs().conf().to_conf_state().voters;
+                            result
+                        }
+                        _ => apply_meta(meta, &entry, wb, &mut effects),
+                    };
                     let state =
                         PartitionState { applied_index: entry.index, applied_term: entry.term, ..Default::default() };
                     wb.put_partition_state(META_GROUP, &state);
@@ -585,6 +654,16 @@ impl Driver {
 
     /// Starts and stops partition groups after a metadata change.
     fn apply_effects(&mut self, effects: MetaEffects) -> Result<(), ReplicationError> {
+        for (id, addr) in &effects.peers_added {
+            self.transport.add_peer(*id, addr);
+        }
+        for &id in &effects.peers_removed {
+            if id == self.node_id {
+                tracing::warn!("this node was removed from the cluster; it can be stopped");
+            } else {
+                self.transport.remove_peer(id);
+            }
+        }
         for uid in effects.deleted {
             if let Some(mut group) = self.groups.remove(&uid) {
                 for p in group.pending.drain(..) {
@@ -618,6 +697,21 @@ impl Driver {
         for (&id, group) in self.groups.iter_mut() {
             if group.node.raft.state != StateRole::Leader {
                 continue;
+            }
+            if share_floors && id == META_GROUP {
+                // A snapshot lost on the way would leave its follower waiting forever:
+                // count it failed now and then, so raft-rs probes and sends it again.
+                let waiting: Vec<u64> = group
+                    .node
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(_, pr)| pr.state == ProgressState::Snapshot)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for to in waiting {
+                    group.node.report_snapshot(to, SnapshotStatus::Failure);
+                }
             }
             if share_floors && group.voters.len() > 1 {
                 if let Some(floor) = group.node.raft.prs().iter().map(|(_, pr)| pr.matched).min() {
@@ -654,6 +748,22 @@ impl Driver {
         for (to, floors) in floors {
             self.transport.send_floors(to, floors);
         }
+    }
+
+    /// After a metadata snapshot replaced the state: reload it, connect to its nodes
+    /// and host the partitions it places here.
+    fn reload_metadata(&mut self) -> Result<(), ReplicationError> {
+        let meta = ClusterMeta::load(&self.engine)?;
+        self.views.set_cluster(Arc::new(meta.clone()));
+        let mut effects = MetaEffects { peers_added: meta.peers.clone().into_iter().collect(), ..Default::default() };
+        let hosted: Vec<u64> = self.groups.keys().copied().filter(|id| *id != META_GROUP).collect();
+        let placed: Vec<PartitionMeta> = meta.topics.values().flat_map(|t| t.partitions.iter().cloned()).collect();
+        effects.deleted = hosted.into_iter().filter(|uid| !placed.iter().any(|p| p.uid == *uid)).collect();
+        effects.created = placed.into_iter().filter(|p| !self.groups.contains_key(&p.uid)).collect();
+        if let Some(Group { machine: Machine::Meta(current), .. }) = self.groups.get_mut(&META_GROUP) {
+            *current = meta;
+        }
+        self.apply_effects(effects)
     }
 
     fn finish(mut self) {
@@ -697,6 +807,91 @@ fn apply_partition(
             None
         }
     })
+}
+
+/// What to do with a membership command at the group 0 leader.
+enum Check {
+    Propose,
+    /// Nothing to change (already so), or refused: answer at once.
+    Answer(MetaOutcome),
+}
+
+/// Decides whether a membership change can be proposed. Changes that are already in
+/// effect answer `Done`, so a node may ask to join every time it starts.
+fn check_membership(node: &mut RawNode<GroupStorage>, meta: &ClusterMeta, cmd: &MetaCommand) -> Check {
+    let refuse = |reason: String| Check::Answer(MetaOutcome::Rejected(MetaRejection::Membership(reason)));
+    let conf = node.raft.prs().conf().to_conf_state();
+    let voter = |id: u64| conf.voters.contains(&id);
+    let learner = |id: u64| conf.learners.contains(&id);
+    match *cmd {
+        MetaCommand::AddNode { id, .. } if voter(id) || learner(id) => Check::Answer(MetaOutcome::Done),
+        MetaCommand::PromoteNode { id } if voter(id) => Check::Answer(MetaOutcome::Done),
+        MetaCommand::PromoteNode { id } if !learner(id) => {
+            refuse(format!("node {id} is not a member; start it with --peers listing the cluster and it joins"))
+        }
+        MetaCommand::PromoteNode { id } => {
+            let matched = node.raft.prs().get(id).map_or(0, |pr| pr.matched);
+            let committed = node.raft.raft_log.committed;
+            match matched >= committed {
+                true => Check::Propose,
+                false => refuse(format!("node {id} is still catching up (index {matched} of {committed}); retry")),
+            }
+        }
+        MetaCommand::RemoveNode { id } if !voter(id) && !learner(id) => Check::Answer(MetaOutcome::Done),
+        MetaCommand::RemoveNode { id } => {
+            let hosted = meta.replicas_on(id);
+            if !hosted.is_empty() {
+                let shown = hosted.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+                return refuse(format!(
+                    "node {id} holds {} partition replicas ({shown}{}); delete or move them first \
+                     (partition reassignment is not built yet)",
+                    hosted.len(),
+                    if hosted.len() > 5 { ", ..." } else { "" }
+                ));
+            }
+            if id == node.raft.id {
+                // A leader cannot remove itself safely: hand leadership over first.
+                if let Some(&next) = conf.voters.iter().find(|v| **v != id) {
+                    node.transfer_leader(next);
+                }
+                return refuse(format!("node {id} leads the metadata group; leadership is moving, retry"));
+            }
+            if voter(id) && conf.voters.len() <= 1 {
+                return refuse(format!("node {id} is the last voter of the metadata group"));
+            }
+            Check::Propose
+        }
+        _ => Check::Propose,
+    }
+}
+
+/// Applies a committed membership change of group 0: the Raft configuration (persisted
+/// with the round's log write and, as of this index, in the metadata rows) and the
+/// metadata command carried in the entry's context (peer addresses).
+fn apply_membership(
+    node: &mut RawNode<GroupStorage>,
+    meta: &mut ClusterMeta,
+    entry: &Entry,
+    wb: &mut WriteBatch<'_>,
+    effects: &mut MetaEffects,
+    log_batch: &mut LogBatch,
+) -> Result<Option<Applied>, ReplicationError> {
+    let refused = |reason: String| Ok(Some(Applied::Meta(MetaOutcome::Rejected(MetaRejection::Membership(reason)))));
+    let (Ok(cc), Some(cmd)) = (ConfChange::parse_from_bytes(&entry.data), command::decode_meta(&entry.context)) else {
+        tracing::error!(index = entry.index, "undecodable configuration change skipped");
+        return refused("undecodable configuration change".into());
+    };
+    let conf = match node.apply_conf_change(&cc) {
+        Ok(conf) => conf,
+        Err(e) => {
+            tracing::warn!(index = entry.index, error = %e, "configuration change refused by raft");
+            return refused(e.to_string());
+        }
+    };
+    tracing::info!(voters = ?conf.voters, learners = ?conf.learners, "metadata group configuration changed");
+    wb.put_cluster(CONF_STATE_KEY, &conf.write_to_bytes().map_err(|e| ReplicationError::Internal(e.to_string()))?);
+    node.mut_store().set_conf_state(conf, log_batch)?;
+    Ok(Some(Applied::Meta(meta.apply(cmd, wb, effects))))
 }
 
 fn apply_meta(

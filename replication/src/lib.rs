@@ -18,6 +18,7 @@ mod error;
 pub mod groups;
 mod log_gc;
 mod logger;
+mod meta_snapshot;
 pub mod metadata;
 mod metrics;
 pub mod offline;
@@ -278,6 +279,42 @@ impl Replication {
                 other => return other,
             }
         }
+    }
+
+    /// Asks the cluster to add this node to group 0 as a learner reachable at
+    /// `rpc_addr`, trying each of `voters` until the leader answers. Answers `Done` at
+    /// once when this node is already a member, so it runs at every start.
+    pub async fn join(&self, rpc_addr: &str, voters: &[u64]) -> Result<MetaOutcome, ReplicationError> {
+        let cmd = command::encode_meta(&MetaCommand::AddNode { id: self.node_id, rpc_addr: rpc_addr.to_string() });
+        let deadline = tokio::time::Instant::now() + META_PROPOSAL_TIMEOUT;
+        loop {
+            for &voter in voters.iter().filter(|v| **v != self.node_id) {
+                match self.transport.forward_meta(voter, cmd.clone()).await {
+                    Err(ReplicationError::NotLeader) => continue,
+                    other => return other,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ReplicationError::NotLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The first index still in a group's Raft log here (0 is the metadata group);
+    /// `None` when the log holds no entries (never written, or compacted to its end).
+    pub fn first_log_index(&self, group: u64) -> Option<u64> {
+        self.driver.first_log_index(group)
+    }
+
+    /// Metadata snapshots this node installed since it started.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.views.snapshots_installed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Group 0's configuration as this node applied it: (voters, learners).
+    pub fn members(&self) -> (Vec<u64>, Vec<u64>) {
+        self.views.meta_members()
     }
 
     /// Proposes a metadata change to group 0 on this node (NotLeader if it does not lead).

@@ -13,6 +13,11 @@ use crate::command::MetaCommand;
 const TOPIC_PREFIX: &[u8] = b"topic/";
 const NODE_PREFIX: &[u8] = b"node/";
 const LEADER_PREFIX: &[u8] = b"leader/";
+/// RPC addresses of nodes that joined after start-up (the `--peers` list has the rest).
+const PEER_PREFIX: &[u8] = b"peer/";
+/// Group 0's Raft configuration (protobuf `ConfState`) as of the applied index, written
+/// with each configuration change so a snapshot of these rows is self-consistent.
+pub const CONF_STATE_KEY: &[u8] = b"raft/conf_state";
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
 const NEXT_UID_KEY: &[u8] = b"next/uid";
 const NEXT_PRODUCER_ID_KEY: &[u8] = b"next/producer_id";
@@ -62,6 +67,8 @@ pub struct ClusterMeta {
     pub nodes: BTreeMap<u64, NodeInfo>,
     /// Reported partition leaders by partition uid.
     pub leaders: BTreeMap<u64, LeaderRecord>,
+    /// RPC addresses of nodes added at runtime, by id.
+    pub peers: BTreeMap<u64, String>,
     /// The id every node reports to clients, once a node has set it.
     pub cluster_id: Option<String>,
     next_uid: u64,
@@ -82,6 +89,8 @@ pub enum MetaRejection {
     TopicExists,
     UnknownTopic,
     InvalidPartitions(String),
+    /// A membership change that cannot be made, and why.
+    Membership(String),
 }
 
 /// Partition groups that appeared or vanished because of a command.
@@ -89,6 +98,9 @@ pub enum MetaRejection {
 pub struct MetaEffects {
     pub created: Vec<PartitionMeta>,
     pub deleted: Vec<u64>,
+    /// Nodes to open (id, RPC address) or close connections to.
+    pub peers_added: Vec<(u64, String)>,
+    pub peers_removed: Vec<u64>,
 }
 
 impl ClusterMeta {
@@ -109,6 +121,11 @@ impl ClusterMeta {
                 meta.leaders.insert(record.uid, record);
             }
         }
+        for (key, value) in engine.cluster_scan(PEER_PREFIX)? {
+            if let (Some(id), Ok(addr)) = (decode_u64(&key[PEER_PREFIX.len()..]), String::from_utf8(value)) {
+                meta.peers.insert(id, addr);
+            }
+        }
         if let Some(raw) = engine.cluster_get(CLUSTER_ID_KEY)? {
             meta.cluster_id = String::from_utf8(raw).ok();
         }
@@ -119,6 +136,19 @@ impl ClusterMeta {
             meta.next_producer_id = decode_u64(&raw).map_or(meta.next_producer_id, |v| v as i64);
         }
         Ok(meta)
+    }
+
+    /// Partitions with a replica on node `id`, as `topic-partition` names.
+    pub fn replicas_on(&self, id: u64) -> Vec<String> {
+        let mut found = Vec::new();
+        for topic in self.topics.values() {
+            for (index, p) in topic.partitions.iter().enumerate() {
+                if p.replicas.contains(&id) {
+                    found.push(format!("{}-{index}", topic.name));
+                }
+            }
+        }
+        found
     }
 
     pub fn topic_by_uid(&self, uid: u64) -> Option<(&Arc<TopicMeta>, i32)> {
@@ -211,6 +241,21 @@ impl ClusterMeta {
                 }
                 MetaOutcome::Done
             }
+            MetaCommand::AddNode { id, rpc_addr } => {
+                wb.put_cluster(&peer_key(id), rpc_addr.as_bytes());
+                effects.peers_added.push((id, rpc_addr.clone()));
+                self.peers.insert(id, rpc_addr);
+                MetaOutcome::Done
+            }
+            MetaCommand::PromoteNode { .. } => MetaOutcome::Done,
+            MetaCommand::RemoveNode { id } => {
+                wb.delete_cluster(&peer_key(id));
+                wb.delete_cluster(&[NODE_PREFIX, &id.to_be_bytes()].concat());
+                self.peers.remove(&id);
+                self.nodes.remove(&id);
+                effects.peers_removed.push(id);
+                MetaOutcome::Done
+            }
             MetaCommand::AllocateProducerId => {
                 let id = self.next_producer_id;
                 self.next_producer_id += 1;
@@ -248,6 +293,10 @@ impl ClusterMeta {
 
 fn topic_key(name: &str) -> Vec<u8> {
     [TOPIC_PREFIX, name.as_bytes()].concat()
+}
+
+fn peer_key(id: u64) -> Vec<u8> {
+    [PEER_PREFIX, &id.to_be_bytes()].concat()
 }
 
 fn leader_key(uid: u64) -> Vec<u8> {

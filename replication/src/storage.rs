@@ -36,6 +36,8 @@ pub(crate) struct GroupStorage {
     truncated: (u64, u64),
     last_index: u64,
     cache: VecDeque<Entry>,
+    /// Group 0 only: the store its snapshots are built from.
+    snapshots: Option<Arc<chronik_engine::Engine>>,
 }
 
 impl GroupStorage {
@@ -50,7 +52,16 @@ impl GroupStorage {
             _ => (0, 0),
         };
         let last_index = log.last_index(id).unwrap_or(truncated.0).max(truncated.0);
-        Ok(Some(GroupStorage { id, log, hard_state, conf_state, truncated, last_index, cache: VecDeque::new() }))
+        Ok(Some(GroupStorage {
+            id,
+            log,
+            hard_state,
+            conf_state,
+            truncated,
+            last_index,
+            cache: VecDeque::new(),
+            snapshots: None,
+        }))
     }
 
     /// A new group with `voters` and `learners`, persisted into `batch` by the caller.
@@ -66,7 +77,16 @@ impl GroupStorage {
         batch.put_message(id, CONF_STATE_KEY.to_vec(), &conf_state).map_err(store_err)?;
         let hard_state = HardState::default();
         batch.put_message(id, HARD_STATE_KEY.to_vec(), &hard_state).map_err(store_err)?;
-        Ok(GroupStorage { id, log, hard_state, conf_state, truncated: (0, 0), last_index: 0, cache: VecDeque::new() })
+        Ok(GroupStorage {
+            id,
+            log,
+            hard_state,
+            conf_state,
+            truncated: (0, 0),
+            last_index: 0,
+            cache: VecDeque::new(),
+            snapshots: None,
+        })
     }
 
     /// Writes into `batch` the state of group `id` restored from a store whose applied
@@ -78,12 +98,41 @@ impl GroupStorage {
         let hard_state = HardState { term, vote: 0, commit: applied, ..Default::default() };
         batch.put_message(id, HARD_STATE_KEY.to_vec(), &hard_state).map_err(store_err)?;
         if applied > 0 {
-            let mut raw = Vec::with_capacity(16);
-            raw.extend_from_slice(&applied.to_be_bytes());
-            raw.extend_from_slice(&term.to_be_bytes());
-            batch.put(id, TRUNCATED_KEY.to_vec(), raw).map_err(store_err)?;
+            batch.put(id, TRUNCATED_KEY.to_vec(), truncated_value(applied, term)).map_err(store_err)?;
         }
         Ok(())
+    }
+
+    /// Lets this group (group 0) send snapshots of the metadata state in `engine`.
+    pub fn serve_snapshots(&mut self, engine: Arc<chronik_engine::Engine>) {
+        self.snapshots = Some(engine);
+    }
+
+    /// Records the configuration applied by a configuration change.
+    pub fn set_conf_state(&mut self, conf_state: ConfState, batch: &mut LogBatch) -> raft::Result<()> {
+        batch.put_message(self.id, CONF_STATE_KEY.to_vec(), &conf_state).map_err(store_err)?;
+        self.conf_state = conf_state;
+        Ok(())
+    }
+
+    /// Makes the log start right after `index` (term `term`): every entry up to there is
+    /// in the applied state, none after it is kept. Used when a snapshot was installed.
+    pub fn reset_to(&mut self, index: u64, term: u64, batch: &mut LogBatch) -> raft::Result<()> {
+        batch.add_command(self.id, raft_engine::Command::Compact { index: index + 1 });
+        batch.put(self.id, TRUNCATED_KEY.to_vec(), truncated_value(index, term)).map_err(store_err)?;
+        self.truncated = (index, term);
+        self.last_index = index;
+        self.cache.clear();
+        self.ensure_committed(index);
+        batch.put_message(self.id, HARD_STATE_KEY.to_vec(), &self.hard_state).map_err(store_err)
+    }
+
+    /// Installs a received snapshot's log position and configuration (its state was
+    /// installed in the store by the caller).
+    pub fn apply_snapshot(&mut self, snapshot: &Snapshot, batch: &mut LogBatch) -> raft::Result<()> {
+        let metadata = snapshot.get_metadata();
+        self.set_conf_state(metadata.get_conf_state().clone(), batch)?;
+        self.reset_to(metadata.index, metadata.term, batch)
     }
 
     /// Raises the commit index to `applied` when the applied state (flushed by RocksDB)
@@ -134,10 +183,7 @@ impl GroupStorage {
         }
         let term = raft::Storage::term(self, index)?;
         batch.add_command(self.id, raft_engine::Command::Compact { index: index + 1 });
-        let mut raw = Vec::with_capacity(16);
-        raw.extend_from_slice(&index.to_be_bytes());
-        raw.extend_from_slice(&term.to_be_bytes());
-        batch.put(self.id, TRUNCATED_KEY.to_vec(), raw).map_err(store_err)?;
+        batch.put(self.id, TRUNCATED_KEY.to_vec(), truncated_value(index, term)).map_err(store_err)?;
         self.truncated = (index, term);
         self.evict_applied(index);
         Ok(())
@@ -217,10 +263,20 @@ impl raft::Storage for GroupStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots ship with the cluster issue; a single-node group never needs one.
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let unavailable = raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        let Some(engine) = &self.snapshots else { return Err(unavailable) };
+        let snapshot = crate::meta_snapshot::build(engine, &self.conf_state).map_err(store_err)?;
+        // The store lags the log within a round: raft-rs asks again later.
+        match snapshot.get_metadata().index >= request_index.max(self.truncated.0) {
+            true => Ok(snapshot),
+            false => Err(unavailable),
+        }
     }
+}
+
+fn truncated_value(index: u64, term: u64) -> Vec<u8> {
+    [index.to_be_bytes(), term.to_be_bytes()].concat()
 }
 
 fn u64_at(raw: &[u8], at: usize) -> u64 {

@@ -21,6 +21,10 @@ pub(crate) struct Views {
     applied: RwLock<HashMap<u64, Arc<AtomicU64>>>,
     /// The node serving as group-0 leader, 0 when unknown.
     meta_leader: AtomicU64,
+    /// Group 0's voters and learners as applied here.
+    meta_members: RwLock<(Vec<u64>, Vec<u64>)>,
+    /// Metadata snapshots this node installed (it joined after log compaction).
+    pub snapshots_installed: AtomicU64,
 }
 
 impl Views {
@@ -38,6 +42,14 @@ impl Views {
 
     pub fn set_meta_leader(&self, leader: u64) {
         self.meta_leader.store(leader, Ordering::Release);
+    }
+
+    pub fn meta_members(&self) -> (Vec<u64>, Vec<u64>) {
+        self.meta_members.read().clone()
+    }
+
+    pub fn set_meta_members(&self, voters: Vec<u64>, learners: Vec<u64>) {
+        *self.meta_members.write() = (voters, learners);
     }
 
     pub fn partition(&self, uid: u64) -> Option<Arc<PartitionView>> {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use chronik_engine::Engine;
 use chronik_replication::command::{self, MetaCommand};
 use chronik_replication::transport::{BoxFuture, Transport};
-use chronik_replication::{MetaOutcome, Replication, ReplicationConfig, ReplicationError};
+use chronik_replication::{MetaOutcome, MetaRejection, Replication, ReplicationConfig, ReplicationError};
 use chronik_tests::raw::TestBatch;
 use raft::eraftpb::Message;
 
@@ -144,26 +144,36 @@ struct Sim {
 
 impl Sim {
     fn start(size: u64) -> Sim {
+        Sim::start_with(size, |_| {})
+    }
+
+    fn start_with(size: u64, configure: impl Fn(&mut ReplicationConfig)) -> Sim {
         let seed = std::env::var("CHRONIK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
         });
         println!("cluster simulation seed: {seed} (replay with CHRONIK_SEED={seed})");
         let net = Net::new(seed);
         let ids: Vec<u64> = (1..=size).collect();
-        let mut nodes = HashMap::new();
-        let mut dirs = Vec::new();
+        let mut sim = Sim { seed, net, ids: ids.clone(), nodes: HashMap::new(), _dirs: Vec::new() };
         for &id in &ids {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let engine = Arc::new(Engine::open(&dir.path().join("db")).expect("engine"));
-            let mut config = ReplicationConfig::new(id, dir.path().join("raft")).with_cluster(&ids);
-            config.tick_interval = Duration::from_millis(20);
-            let link = Arc::new(Link { from: id, net: net.clone() });
-            let node = Arc::new(Replication::start_with(config, engine, link).expect("start node"));
-            net.nodes.lock().expect("nodes").insert(id, Arc::downgrade(&node));
-            nodes.insert(id, node);
-            dirs.push(dir);
+            sim.add_node(id, &ids, &configure);
         }
-        Sim { seed, net, ids, nodes, _dirs: dirs }
+        sim
+    }
+
+    /// Starts node `id` configured as a node of the cluster `all` (whose first three
+    /// are the metadata voters).
+    fn add_node(&mut self, id: u64, all: &[u64], configure: &impl Fn(&mut ReplicationConfig)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(Engine::open(&dir.path().join("db")).expect("engine"));
+        let mut config = ReplicationConfig::new(id, dir.path().join("raft")).with_cluster(all);
+        config.tick_interval = Duration::from_millis(20);
+        configure(&mut config);
+        let link = Arc::new(Link { from: id, net: self.net.clone() });
+        let node = Arc::new(Replication::start_with(config, engine, link).expect("start node"));
+        self.net.nodes.lock().expect("nodes").insert(id, Arc::downgrade(&node));
+        self.nodes.insert(id, node);
+        self._dirs.push(dir);
     }
 
     fn node(&self, id: u64) -> &Arc<Replication> {
@@ -335,5 +345,124 @@ async fn a_minority_partition_cannot_commit_and_converges_after_healing() {
 
     sim.net.heal();
     sim.assert_converged(uid, &sim.ids.clone(), next).await;
+    sim.shutdown();
+}
+
+/// Waits until `check` holds, polling; panics with `what` after 15 s.
+async fn eventually(seed: u64, what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not reached; seed {seed}");
+}
+
+/// Proposes `cmd` through `node`, retrying refusals that say to retry (a learner still
+/// catching up, leadership moving).
+async fn membership(node: &Replication, cmd: MetaCommand) -> MetaOutcome {
+    for _ in 0..100 {
+        match node.propose_meta(cmd.clone()).await.expect("membership change") {
+            MetaOutcome::Rejected(MetaRejection::Membership(reason)) if reason.contains("retry") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+    panic!("{cmd:?} kept asking to retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_from_a_snapshot_then_is_promoted_and_removed() {
+    // A short log-compaction interval: group 0's log is compacted before node 4 joins,
+    // so node 4 can only catch up from a snapshot.
+    let fast_gc = |c: &mut ReplicationConfig| c.log_gc_interval = Duration::from_millis(100);
+    let mut sim = Sim::start_with(3, fast_gc);
+    let uid = sim.create_topic("before-join").await;
+    sim.append(uid, &sim.ids, 5).await;
+    for i in 0..20 {
+        let cmd = MetaCommand::AlterTopicConfigs {
+            name: "before-join".into(),
+            replace: false,
+            set: [("retention.ms".to_string(), format!("{}", 1000 + i))].into(),
+            delete: Vec::new(),
+        };
+        assert_eq!(sim.node(1).propose_meta(cmd).await.expect("alter"), MetaOutcome::Done);
+    }
+    let seed = sim.seed;
+    // (Only leaders compact here: this simulated network does not carry the floors a
+    // leader shares with its followers.)
+    let nodes: Vec<_> = sim.ids.iter().map(|id| sim.node(*id).clone()).collect();
+    eventually(seed, "group 0's log compacted", || {
+        nodes.iter().any(|node| node.first_log_index(0).is_none_or(|first| first > 20))
+    })
+    .await;
+
+    let all = [1, 2, 3, 4];
+    sim.add_node(4, &all, &fast_gc);
+    let joined = sim.node(4).join("node-4:9093", &[1, 2, 3]).await.expect("join");
+    assert_eq!(joined, MetaOutcome::Done, "seed {seed}");
+    let node4 = sim.node(4).clone();
+    eventually(seed, "node 4 has the metadata", || {
+        node4
+            .cluster()
+            .topics
+            .get("before-join")
+            .is_some_and(|t| t.configs.get("retention.ms").map(String::as_str) == Some("1019"))
+    })
+    .await;
+    assert!(node4.snapshots_installed() >= 1, "node 4 caught up from a snapshot; seed {seed}");
+    assert_eq!(node4.cluster().peers.get(&4).map(String::as_str), Some("node-4:9093"));
+    let node1 = sim.node(1).clone();
+    eventually(seed, "node 4 is a learner", || node1.members().1.contains(&4)).await;
+    // Joining again (a restart) changes nothing.
+    assert_eq!(sim.node(4).join("node-4:9093", &[1, 2, 3]).await.expect("join"), MetaOutcome::Done);
+
+    assert_eq!(membership(sim.node(2), MetaCommand::PromoteNode { id: 4 }).await, MetaOutcome::Done);
+    for id in all {
+        let node = sim.node(id).clone();
+        eventually(seed, "node 4 is a voter everywhere", || node.members().0.contains(&4)).await;
+    }
+
+    // Node 4 hosts a new partition and replicates it.
+    let create = MetaCommand::CreateTopic {
+        name: "after-join".into(),
+        topic_id: [2; 16],
+        replicas: vec![vec![4, 1, 2]],
+        configs: Default::default(),
+    };
+    assert_eq!(sim.node(3).propose_meta(create).await.expect("create"), MetaOutcome::Done);
+    eventually(seed, "node 4 opened its partition", || node4.cluster().topics.contains_key("after-join")).await;
+    let new_uid = node4.cluster().topics["after-join"].partitions[0].uid;
+    let base = sim.append(new_uid, &[4, 1, 2], 7).await;
+    sim.assert_converged(new_uid, &[4, 1, 2], base + 7).await;
+
+    // A node holding replicas cannot be removed; once they are gone it can.
+    let refused = membership(sim.node(1), MetaCommand::RemoveNode { id: 4 }).await;
+    let MetaOutcome::Rejected(MetaRejection::Membership(reason)) = refused else { panic!("{refused:?}") };
+    assert!(reason.contains("after-join-0"), "{reason}");
+    let delete = MetaCommand::DeleteTopic { name: "after-join".into() };
+    assert_eq!(sim.node(1).propose_meta(delete).await.expect("delete"), MetaOutcome::Done);
+    assert_eq!(membership(sim.node(1), MetaCommand::RemoveNode { id: 4 }).await, MetaOutcome::Done);
+    for id in [1, 2, 3] {
+        let node = sim.node(id).clone();
+        eventually(seed, "node 4 is gone", || {
+            let (voters, learners) = node.members();
+            voters == [1, 2, 3] && learners.is_empty() && !node.cluster().nodes.contains_key(&4)
+        })
+        .await;
+    }
+    // The remaining three still commit metadata and data with node 4 stopped.
+    sim.nodes.remove(&4).expect("node 4").shutdown();
+    let cmd = MetaCommand::AlterTopicConfigs {
+        name: "before-join".into(),
+        replace: false,
+        set: [("retention.ms".to_string(), "5".to_string())].into(),
+        delete: Vec::new(),
+    };
+    assert_eq!(sim.node(2).propose_meta(cmd).await.expect("alter after removal"), MetaOutcome::Done);
+    let next = sim.append(uid, &sim.ids, 1).await;
+    sim.assert_converged(uid, &sim.ids.clone(), next + 1).await;
     sim.shutdown();
 }

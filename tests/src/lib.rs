@@ -41,6 +41,8 @@ pub struct Node {
     pub rpc_port: u16,
     http_port: u16,
     extra: Vec<String>,
+    /// Environment variables the process gets on top of the test's own.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -50,8 +52,14 @@ impl Node {
     /// node binds free ports itself (port 0) and reports them in `<data-dir>/listeners`;
     /// restarts reuse them, so clients reconnect to the same address.
     pub fn start(extra: &[&str]) -> Node {
+        Node::start_with_env(extra, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables for the node process.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut node = Node::on(dir.path().join("data"), extra);
+        node.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         node._dir = Some(dir);
         node.spawn();
         node
@@ -74,6 +82,7 @@ impl Node {
             http_port: 0,
             rpc_port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             child: None,
             _dir: None,
         }
@@ -101,6 +110,7 @@ impl Node {
             http_port: 9644,
             rpc_port: 9093,
             extra: args,
+            env: Vec::new(),
             child: None,
             _dir: Some(dir),
         };
@@ -136,6 +146,7 @@ impl Node {
             .args(["--rpc-addr", &format!("{}:{}", self.host, self.rpc_port)])
             .args(["--http-addr", &format!("{}:{}", self.host, self.http_port)])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("CHRONIK_LOG", std::env::var("CHRONIK_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()

@@ -320,3 +320,150 @@ async fn an_offline_backup_of_a_killed_node_holds_every_acknowledged_record() {
     let restored = Node::start_on(&restored_dir, &[]);
     assert_serves(&restored, &acked);
 }
+
+/// An S3-compatible server (`moto` from PyPI) on a free loopback port, holding one
+/// bucket. Killed on drop.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    fn start(bucket: &str) -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+        // moto accepts unsigned requests: create the bucket with a plain PUT.
+        let request = format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(reply) = http(port, &request) {
+                assert!(reply.starts_with("HTTP/1.1 200"), "creating bucket {bucket}: {reply}");
+                return server;
+            }
+            let exited = server.child.try_wait().expect("wait");
+            assert!(
+                exited.is_none() && std::time::Instant::now() < deadline,
+                "the moto S3 server did not start ({exited:?}); install it with tests/clients/install-deps.sh"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What a node or the CLI needs to reach the bucket: the usual AWS variables.
+    fn env(&self) -> [(&str, &str); 5] {
+        [
+            ("AWS_ENDPOINT", self.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http(port: u16, request: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.write_all(request.as_bytes())?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+/// Writes `bytes` of incompressible 64 KiB records to partition 0 of `topic`.
+async fn produce_incompressible(node: &Node, topic: &str, bytes: usize, acked: &mut Acked) {
+    let producer = producer(node, &[("linger.ms", "5")]);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut futures = Vec::new();
+    for i in 0..bytes / 65_536 {
+        let value: Vec<u8> = (0..65_536 / 8)
+            .flat_map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()
+            })
+            .collect();
+        let key = format!("big-{i}").into_bytes();
+        let record = FutureRecord::to(topic).partition(0).key(&key).payload(&value);
+        futures.push((producer.send_result(record).expect("queue"), key.clone(), value.clone()));
+    }
+    for (future, key, value) in futures {
+        let delivery = future.await.expect("delivery").expect("acknowledged");
+        acked.entry((topic.to_string(), 0)).or_default().push((delivery.offset, key, value));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_round_trip_through_an_s3_server() {
+    let s3 = S3Server::start("chronik");
+    let env = s3.env();
+    let node = Node::start_with_env(&[], &env);
+    let mut acked = Acked::new();
+    create_topic(&node, "s3-mixed", 2, &[]).await;
+    produce(&node, "s3-mixed", 2, "zstd", 500, &mut acked).await;
+    // One SST larger than a multipart part (16 MiB), so the upload goes in parts.
+    create_topic(&node, "s3-big", 1, &[]).await;
+    produce_incompressible(&node, "s3-big", 24 << 20, &mut acked).await;
+
+    let location = "s3://chronik/backups-of/node-1";
+    let rpc = node.rpc_addr();
+    let cli = move |args: Vec<String>| {
+        let env = env.map(|(k, v)| (k.to_string(), v.to_string()));
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            run_ok(&args, &env)
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let create = args(&["backup", "create", "--node", &rpc, "--to", location, "--compression", "none"]);
+    cli(create.clone()).await.expect("first backup");
+    produce(&node, "s3-mixed", 2, "zstd", 20, &mut acked).await;
+    cli(create).await.expect("second backup");
+
+    let listing = cli(args(&["backup", "list", "--from", location, "--json"])).await.expect("list");
+    let list: Vec<Manifest> =
+        listing.lines().map(|line| Manifest::from_json("list", line.as_bytes()).expect("manifest")).collect();
+    let [first, second] = list.as_slice() else { panic!("two backups expected: {listing}") };
+    assert!(
+        first.files.iter().any(|f| f.stored_size > 16 << 20),
+        "an object above one part was uploaded: {:?}",
+        first.files.iter().map(|f| f.stored_size).max()
+    );
+    assert!(
+        second.files.iter().any(|f| f.uploaded_by == first.id && f.name.ends_with(".sst")),
+        "the second backup refers to the first one's SSTs"
+    );
+    assert!(second.uploaded_bytes() * 4 < first.uploaded_bytes(), "the second upload is a fraction of the first");
+
+    cli(args(&["backup", "prune", "--from", location, "--keep", "1"])).await.expect("prune");
+    let listing = cli(args(&["backup", "list", "--from", location])).await.expect("list");
+    assert!(listing.contains(&second.id) && !listing.contains(&first.id), "{listing}");
+    cli(args(&["backup", "verify", "--from", location, "--id", &second.id])).await.expect("verify");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let restored_dir = dir.path().join("restored");
+    let target = restored_dir.to_str().expect("utf-8");
+    cli(args(&["backup", "restore", "--from", location, "--id", &second.id, "--data-dir", target]))
+        .await
+        .expect("restore");
+    check_restored_dir_is_consistent(&restored_dir);
+    let restored = Node::start_on(&restored_dir, &[]);
+    assert_serves(&restored, &acked);
+}

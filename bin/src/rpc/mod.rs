@@ -14,19 +14,23 @@ use std::task::{Context, Poll};
 
 use chronik_backup::{BackupStore, Compression, Progress};
 use chronik_engine::Engine;
+use chronik_replication::command::MetaCommand;
+use chronik_replication::metadata::{MetaOutcome, MetaRejection};
 use chronik_replication::{transport, Replication};
 use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::body::Body;
 use tonic::codegen::http;
-use tonic::server::{Grpc, NamedService, ServerStreamingService};
+use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic::{Request, Response, Status};
 
-use wire::{CreateBackupProgress, CreateBackupRequest, WireCodec};
+use wire::{CreateBackupProgress, CreateBackupRequest, MembershipReply, MembershipRequest, WireCodec};
 
 /// The gRPC path of `Admin.CreateBackup`.
 pub const CREATE_BACKUP_PATH: &str = "/chronik.admin.v1.Admin/CreateBackup";
+/// The gRPC path of `Admin.ChangeMembership`.
+pub const CHANGE_MEMBERSHIP_PATH: &str = "/chronik.admin.v1.Admin/ChangeMembership";
 
 /// Every gRPC service of a node, ready to serve: the admin API and the Raft transport.
 pub fn router(admin: AdminService, replication: Arc<Replication>) -> Router {
@@ -49,16 +53,17 @@ pub async fn serve(
     router.serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown).await
 }
 
-/// The admin API: backups for now.
+/// The admin API: backups and cluster membership.
 pub struct AdminService {
     engine: Arc<Engine>,
+    replication: Arc<Replication>,
     /// Where checkpoints are made before upload (inside the data dir: hard links).
     scratch: PathBuf,
     backup_running: Arc<AtomicBool>,
 }
 
 impl AdminService {
-    pub fn new(engine: Arc<Engine>, data_dir: &std::path::Path) -> AdminService {
+    pub fn new(engine: Arc<Engine>, replication: Arc<Replication>, data_dir: &std::path::Path) -> AdminService {
         let scratch = data_dir.join("backup-staging");
         // Checkpoints left by a backup interrupted by a crash are useless now.
         if scratch.exists() {
@@ -66,7 +71,54 @@ impl AdminService {
                 tracing::warn!(path = %scratch.display(), error = %e, "cannot remove old backup checkpoints");
             }
         }
-        AdminService { engine, scratch, backup_running: Arc::new(AtomicBool::new(false)) }
+        AdminService { engine, replication, scratch, backup_running: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Lists, promotes or removes a member of the metadata group.
+    async fn change_membership(&self, request: MembershipRequest) -> Result<MembershipReply, Status> {
+        let id = request.node_id;
+        let command = match request.action.as_str() {
+            "list" => None,
+            "promote" => Some(MetaCommand::PromoteNode { id }),
+            "remove" => Some(MetaCommand::RemoveNode { id }),
+            other => {
+                return Err(Status::invalid_argument(format!("unknown action {other:?}: list, promote or remove")))
+            }
+        };
+        if command.is_some() && id == 0 {
+            return Err(Status::invalid_argument("a node id is required"));
+        }
+        let message = match command {
+            None => "members".to_string(),
+            Some(command) => match self.replication.propose_meta(command).await {
+                Ok(MetaOutcome::Rejected(MetaRejection::Membership(reason))) => {
+                    return Err(Status::failed_precondition(reason))
+                }
+                Ok(_) => format!("{} node {id}: done", request.action),
+                Err(e) => return Err(Status::unavailable(e.to_string())),
+            },
+        };
+        // The change is applied on the leader; wait briefly until this node applied it too.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let members = loop {
+            let (voters, learners) = self.replication.members();
+            let applied = match request.action.as_str() {
+                "promote" => voters.contains(&id),
+                "remove" => !voters.contains(&id) && !learners.contains(&id),
+                _ => true,
+            };
+            if applied || tokio::time::Instant::now() >= deadline {
+                break (voters, learners);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let members_json = serde_json::json!({
+            "voters": members.0,
+            "learners": members.1,
+            "leader": self.replication.controller(),
+        })
+        .to_string();
+        Ok(MembershipReply { message, members_json })
     }
 
     /// Starts a backup and returns its progress stream; the last item carries the manifest.
@@ -137,6 +189,10 @@ impl tonic::codegen::Service<http::Request<Body>> for AdminServer {
                 let mut grpc = Grpc::new(WireCodec::<CreateBackupProgress, CreateBackupRequest>::default());
                 Ok(grpc.server_streaming(CreateBackup(service), request).await)
             }),
+            CHANGE_MEMBERSHIP_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(WireCodec::<MembershipReply, MembershipRequest>::default());
+                Ok(grpc.unary(ChangeMembership(service), request).await)
+            }),
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
         }
     }
@@ -155,17 +211,41 @@ impl ServerStreamingService<CreateBackupRequest> for CreateBackup {
     }
 }
 
+struct ChangeMembership(Arc<AdminService>);
+
+impl UnaryService<MembershipRequest> for ChangeMembership {
+    type Response = MembershipReply;
+    type Future = tonic::codegen::BoxFuture<Response<MembershipReply>, Status>;
+
+    fn call(&mut self, request: Request<MembershipRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.change_membership(request.into_inner()).await.map(Response::new) })
+    }
+}
+
+/// Calls `Admin.ChangeMembership` on the node at `endpoint` (`http://HOST:PORT`).
+pub async fn change_membership_call(endpoint: String, request: MembershipRequest) -> Result<MembershipReply, Status> {
+    let mut grpc = tonic::client::Grpc::new(connect(endpoint).await?);
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static(CHANGE_MEMBERSHIP_PATH);
+    let codec = WireCodec::<MembershipRequest, MembershipReply>::default();
+    Ok(grpc.unary(Request::new(request), path, codec).await?.into_inner())
+}
+
+async fn connect(endpoint: String) -> Result<tonic::transport::Channel, Status> {
+    tonic::transport::Endpoint::from_shared(endpoint)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot connect: {e}")))
+}
+
 /// Calls `Admin.CreateBackup` on the node at `endpoint` (`http://HOST:PORT`).
 pub async fn create_backup_call(
     endpoint: String,
     request: CreateBackupRequest,
 ) -> Result<tonic::Streaming<CreateBackupProgress>, Status> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?
-        .connect()
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot connect: {e}")))?;
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = tonic::client::Grpc::new(connect(endpoint).await?);
     grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
     let path = http::uri::PathAndQuery::from_static(CREATE_BACKUP_PATH);
     let codec = WireCodec::<CreateBackupRequest, CreateBackupProgress>::default();

@@ -78,6 +78,62 @@ impl Message for CreateBackupProgress {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MembershipRequest {
+    /// Field 1: `list`, `promote` or `remove`.
+    pub action: String,
+    /// Field 2.
+    pub node_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MembershipReply {
+    /// Field 1: what was done.
+    pub message: String,
+    /// Field 2: `{"voters": [..], "learners": [..], "leader": N}` after the change.
+    pub members_json: String,
+}
+
+impl Message for MembershipRequest {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_string(out, 1, &self.action);
+        put_varint_field(out, 2, self.node_id);
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut m = MembershipRequest::default();
+        for_each_field(bytes, |field, value| {
+            match (field, value) {
+                (1, Value::Bytes(b)) => m.action = utf8(b)?,
+                (2, Value::Varint(v)) => m.node_id = v,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(m)
+    }
+}
+
+impl Message for MembershipReply {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_string(out, 1, &self.message);
+        put_string(out, 2, &self.members_json);
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut m = MembershipReply::default();
+        for_each_field(bytes, |field, value| {
+            match (field, value) {
+                (1, Value::Bytes(b)) => m.message = utf8(b)?,
+                (2, Value::Bytes(b)) => m.members_json = utf8(b)?,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(m)
+    }
+}
+
 enum Value<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
@@ -236,5 +292,15 @@ mod tests {
         assert_eq!(CreateBackupProgress::decode(&bytes).expect("decode"), progress);
         assert!(CreateBackupProgress::decode(b"\x2a\x05ab").is_err(), "truncated string");
         assert!(CreateBackupProgress::decode(b"\x08\xff").is_err(), "truncated varint");
+
+        let request = MembershipRequest { action: "promote".into(), node_id: 4 };
+        let mut bytes = Vec::new();
+        request.encode(&mut bytes);
+        assert_eq!(bytes, b"\x0a\x07promote\x10\x04");
+        assert_eq!(MembershipRequest::decode(&bytes).expect("decode"), request);
+        let reply = MembershipReply { message: "ok".into(), members_json: "{}".into() };
+        let mut bytes = Vec::new();
+        reply.encode(&mut bytes);
+        assert_eq!(MembershipReply::decode(&bytes).expect("decode"), reply);
     }
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tokio::sync::mpsc;
@@ -64,6 +65,11 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Runs an encoded metadata command on node `to` (the group-0 leader).
     fn forward_meta(&self, to: u64, command: Vec<u8>) -> BoxFuture<Result<MetaOutcome, ReplicationError>>;
+
+    /// Connects to node `id` at `addr` (a node that joined), or updates its address.
+    fn add_peer(&self, _id: u64, _addr: &str) {}
+    /// Stops sending to node `id` (a node that was removed).
+    fn remove_peer(&self, _id: u64) {}
 }
 
 /// A node without peers: nothing to send.
@@ -80,37 +86,57 @@ impl Transport for NoPeers {
 /// The tonic transport: one queue, one task and one stream per peer node.
 pub struct GrpcTransport {
     node_id: u64,
-    queues: HashMap<u64, mpsc::Sender<RaftBatch>>,
-    clients: HashMap<u64, tonic::transport::Channel>,
+    peers: RwLock<HashMap<u64, Peer>>,
+    runtime: tokio::runtime::Handle,
+}
+
+struct Peer {
+    addr: String,
+    queue: mpsc::Sender<RaftBatch>,
+    client: tonic::transport::Channel,
 }
 
 impl GrpcTransport {
     /// Starts a sender task per peer on the current tokio runtime. `peers` maps node id
     /// to its RPC address (`host:port`); this node's own entry is skipped.
     pub fn start(node_id: u64, peers: &[(u64, String)]) -> Result<GrpcTransport, ReplicationError> {
-        let mut queues = HashMap::new();
-        let mut clients = HashMap::new();
-        for (id, addr) in peers.iter().filter(|(id, _)| *id != node_id) {
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| ReplicationError::Internal(format!("bad peer address {addr:?}: {e}")))?
-                .connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true)
-                .initial_stream_window_size(STREAM_WINDOW_BYTES)
-                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5));
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
-            tokio::spawn(run_peer(*id, endpoint.clone(), rx));
-            queues.insert(*id, tx);
-            clients.insert(*id, endpoint.connect_lazy());
+        let transport =
+            GrpcTransport { node_id, peers: RwLock::new(HashMap::new()), runtime: tokio::runtime::Handle::current() };
+        for (id, addr) in peers {
+            transport.connect(*id, addr)?;
         }
-        Ok(GrpcTransport { node_id, queues, clients })
+        Ok(transport)
+    }
+
+    fn connect(&self, id: u64, addr: &str) -> Result<(), ReplicationError> {
+        if id == self.node_id || self.peers.read().get(&id).is_some_and(|p| p.addr == addr) {
+            return Ok(());
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ReplicationError::Internal(format!("bad peer address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let (queue, rx) = mpsc::channel(PEER_QUEUE_BATCHES);
+        let _guard = self.runtime.enter();
+        self.runtime.spawn(run_peer(id, endpoint.clone(), rx));
+        let client = endpoint.connect_lazy();
+        // Replacing a peer drops its old queue, which ends its sender task.
+        self.peers.write().insert(id, Peer { addr: addr.to_string(), queue, client });
+        Ok(())
+    }
+
+    fn queue(&self, to: u64) -> Option<mpsc::Sender<RaftBatch>> {
+        self.peers.read().get(&to).map(|p| p.queue.clone())
     }
 }
 
 impl Transport for GrpcTransport {
     fn send(&self, to: u64, messages: Vec<(u64, Message)>) {
-        let Some(queue) = self.queues.get(&to) else {
+        let Some(queue) = self.queue(to) else {
             metrics::RAFT_MESSAGES_DROPPED.inc_by(messages.len() as u64);
             return;
         };
@@ -130,14 +156,14 @@ impl Transport for GrpcTransport {
     }
 
     fn send_floors(&self, to: u64, floors: Vec<(u64, u64)>) {
-        if let Some(queue) = self.queues.get(&to) {
+        if let Some(queue) = self.queue(to) {
             let floors = floors.into_iter().map(|(group, index)| CompactFloor { group, index }).collect();
             let _ = queue.try_send(RaftBatch { from: self.node_id, messages: Vec::new(), floors });
         }
     }
 
     fn forward_meta(&self, to: u64, command: Vec<u8>) -> BoxFuture<Result<MetaOutcome, ReplicationError>> {
-        let client = self.clients.get(&to).cloned();
+        let client = self.peers.read().get(&to).map(|p| p.client.clone());
         Box::pin(async move {
             let channel = client.ok_or(ReplicationError::NotLeader)?;
             let mut client = RaftTransportClient::new(channel);
@@ -163,6 +189,16 @@ impl Transport for GrpcTransport {
                 _ => Err(ReplicationError::Internal(result.message)),
             }
         })
+    }
+
+    fn add_peer(&self, id: u64, addr: &str) {
+        if let Err(e) = self.connect(id, addr) {
+            tracing::warn!(peer = id, error = %e, "cannot connect to a joined node");
+        }
+    }
+
+    fn remove_peer(&self, id: u64) {
+        self.peers.write().remove(&id);
     }
 }
 
