@@ -89,6 +89,9 @@ struct StartArgs {
     /// All nodes as ID@HOST:RPC_PORT,... (the same list on every node).
     #[arg(long, env = "CHRONIK_PEERS")]
     peers: Option<String>,
+    /// Join a running cluster (as a learner of the metadata group) instead of forming one.
+    #[arg(long, env = "CHRONIK_JOIN", num_args = 0..=1, default_missing_value = "true")]
+    join: Option<bool>,
     #[arg(long, env = "CHRONIK_RACK")]
     rack: Option<String>,
     #[arg(long, env = "CHRONIK_DC")]
@@ -127,6 +130,7 @@ impl StartArgs {
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
             offsets_retention_minutes: self.offsets_retention_minutes,
             peers: self.peers,
+            join: self.join,
             rack: self.rack,
             dc: self.dc,
             default_replication_factor: self.default_replication_factor,
@@ -170,15 +174,18 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
         Arc::new(NoPeers)
     } else {
         let ids: Vec<u64> = settings.peers.iter().map(|(id, _)| *id).collect();
-        replication_config = replication_config.with_cluster(&ids);
+        replication_config = match settings.join {
+            true => replication_config.joining(&ids),
+            false => replication_config.with_cluster(&ids),
+        };
         Arc::new(GrpcTransport::start(settings.node_id, &settings.peers)?)
     };
-    // A node outside the first voters asks to join (a no-op when it is a member).
+    // A node that is not a first voter asks to join (a no-op once it is a member).
     let join = settings
         .peers
         .iter()
         .find(|(id, _)| *id == settings.node_id && !replication_config.meta_voters.contains(id))
-        .map(|(_, addr)| (addr.clone(), replication_config.meta_voters.clone()));
+        .map(|(_, addr)| (addr.clone(), settings.peers.iter().map(|(id, _)| *id).collect()));
     let replication = Arc::new(Replication::start_with(replication_config, engine.clone(), transport)?);
     let rpc = tokio::net::TcpListener::bind(settings.rpc_addr)
         .await

@@ -49,6 +49,9 @@ pub struct FileSettings {
     /// on every node (including this one). The first 3 (5 with 5 or more nodes) vote in
     /// the metadata group. Default: none, a single node.
     pub peers: Option<String>,
+    /// This node joins a running cluster: it starts as a learner of the metadata group
+    /// and asks the nodes in `peers` to add it. Default false.
+    pub join: Option<bool>,
     /// Rack of this node, used to spread replicas. Default none.
     pub rack: Option<String>,
     /// Data centre of this node. Default none.
@@ -88,6 +91,7 @@ pub struct Settings {
     pub offsets_retention: Duration,
     /// All nodes (id, RPC address) in configuration order; empty for a single node.
     pub peers: Vec<(u64, String)>,
+    pub join: bool,
     pub rack: Option<String>,
     pub dc: Option<String>,
     pub default_replication_factor: i16,
@@ -125,6 +129,7 @@ impl FileSettings {
                 .or(self.group_initial_rebalance_delay_ms),
             offsets_retention_minutes: over.offsets_retention_minutes.or(self.offsets_retention_minutes),
             peers: over.peers.or(self.peers),
+            join: over.join.or(self.join),
             rack: over.rack.or(self.rack),
             dc: over.dc.or(self.dc),
             default_replication_factor: over.default_replication_factor.or(self.default_replication_factor),
@@ -198,8 +203,13 @@ impl FileSettings {
         if replica_lag_time_max_ms == 0 {
             bail!("replica-lag-time-max-ms must be > 0");
         }
+        let join = self.join.unwrap_or(false);
+        if join && !peers.iter().any(|(id, _)| *id != node_id) {
+            bail!("join needs peers listing at least one node of the running cluster");
+        }
         Ok(Settings {
             peers,
+            join,
             rack: self.rack.filter(|r| !r.is_empty()),
             dc: self.dc.filter(|d| !d.is_empty()),
             default_replication_factor,

@@ -101,6 +101,16 @@ impl ReplicationConfig {
         self.meta_learners = nodes[voters..].to_vec();
         self
     }
+
+    /// A node joining a running cluster whose nodes include `nodes`: it starts as a
+    /// learner of group 0 (never a candidate) until the cluster's configuration, which
+    /// it receives from the leader, says otherwise.
+    pub fn joining(mut self, nodes: &[u64]) -> ReplicationConfig {
+        let others: Vec<u64> = nodes.iter().copied().filter(|id| *id != self.node_id).collect();
+        self = self.with_cluster(&others);
+        self.meta_learners = vec![self.node_id];
+        self
+    }
 }
 
 /// Raft message batches from other nodes waiting for the driver, at most.
@@ -282,7 +292,7 @@ impl Replication {
     }
 
     /// Asks the cluster to add this node to group 0 as a learner reachable at
-    /// `rpc_addr`, trying each of `voters` until the leader answers. Answers `Done` at
+    /// `rpc_addr`, trying each of `voters` (any known nodes) until the leader answers. Answers `Done` at
     /// once when this node is already a member, so it runs at every start.
     pub async fn join(&self, rpc_addr: &str, voters: &[u64]) -> Result<MetaOutcome, ReplicationError> {
         let cmd = command::encode_meta(&MetaCommand::AddNode { id: self.node_id, rpc_addr: rpc_addr.to_string() });

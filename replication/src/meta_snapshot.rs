@@ -26,8 +26,7 @@ pub(crate) fn build(engine: &Engine, conf: &ConfState) -> Result<Snapshot, Repli
             data.extend_from_slice(part);
         }
     }
-    let mut snapshot = Snapshot::default();
-    snapshot.data = data.into();
+    let mut snapshot = Snapshot { data: data.into(), ..Default::default() };
     let metadata = snapshot.mut_metadata();
     metadata.index = state.applied_index;
     metadata.term = state.applied_term;

@@ -263,7 +263,7 @@ impl Cluster {
 
     /// Whether every node names a controller (the group-0 leader) and lists every node
     /// as a broker (all registered), so topics can be placed on all of them.
-    fn formed(&self) -> bool {
+    pub fn formed(&self) -> bool {
         use kafka_protocol::messages::MetadataRequest;
         self.nodes.iter().all(|n| {
             let mut client = raw::RawClient::connect(&n.bootstrap());

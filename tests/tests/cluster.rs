@@ -9,12 +9,16 @@
 //!   backwards across the leader change.
 //! - A leader cut off from both followers stops acknowledging: its client sees errors,
 //!   never a success it cannot keep (check-quorum, Raft thesis §6.2).
+//! - A node started later joins the metadata group as a learner, hosts replicas of new
+//!   topics and serves clients; it can be promoted to voter; a node is removed only
+//!   once it holds no replicas.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use chronik_tests::{read_replica, Cluster};
+use chronik_tests::{chronik, read_replica, Cluster, Node};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const RECORDS: usize = 3000;
@@ -238,4 +242,88 @@ fn read_through_failover(bootstrap: &str) -> Vec<i64> {
         }
     }
     seen
+}
+
+/// `chronik cluster ARGS --node RPC`: the members JSON on success, the error otherwise.
+fn cluster_cli(node: &Node, args: &[&str]) -> Result<serde_json::Value, String> {
+    let rpc = node.rpc_addr();
+    let mut all = vec!["cluster"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--node", &rpc]);
+    let (ok, stdout, stderr) = chronik(&all, &[]);
+    match ok {
+        true => Ok(serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("members JSON {stdout:?}: {e}"))),
+        false => Err(stderr),
+    }
+}
+
+fn ids(members: &serde_json::Value, role: &str) -> Vec<u64> {
+    let mut ids: Vec<u64> = members[role].as_array().expect(role).iter().filter_map(|v| v.as_u64()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Runs `check` every 200 ms until it holds; panics with `what` after 30 s.
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..150 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: not reached within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_later_joins_serves_and_is_promoted_and_removed() {
+    let mut cluster = Cluster::start(47, 3, &[]);
+    cluster.create_topic("early", 2, 3, &[]).await;
+
+    // Node 4 starts with a peer list naming the cluster and itself: it asks to join.
+    cluster.nodes.push(Node::start_member(47, 4, 4, &["--join"]));
+    wait_for("every node lists node 4 as a broker", || cluster.formed());
+    let members = cluster_cli(&cluster.nodes[0], &["members"]).expect("members");
+    assert_eq!((ids(&members, "voters"), ids(&members, "learners")), (vec![1, 2, 3], vec![4]), "{members}");
+
+    // New topics place replicas on node 4; clients of node 4 alone produce and consume.
+    cluster.create_topic("late", 4, 3, &[]).await;
+    let node4 = cluster.node(4).bootstrap();
+    let producer = idempotent_producer(&node4, &[]);
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        let value = format!("late-{i}");
+        let record = FutureRecord::<(), _>::to("late").partition(i % 4).payload(&value);
+        let delivery = producer.send(record, Duration::from_secs(30)).await.expect("acks=all write");
+        acked.push((delivery.partition, delivery.offset, value));
+    }
+    let metadata_client: rdkafka::consumer::BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &node4).create().expect("metadata client");
+    let metadata = metadata_client.fetch_metadata(Some("late"), Duration::from_secs(5)).expect("metadata");
+    let hosted: Vec<i32> =
+        metadata.topics()[0].partitions().iter().filter(|p| p.replicas().contains(&4)).map(|p| p.id()).collect();
+    assert_eq!(hosted.len(), 3, "with four nodes each holds three of the four partitions: {hosted:?}");
+    for partition in hosted {
+        let expected: Vec<(i64, Vec<u8>)> =
+            acked.iter().filter(|(p, _, _)| *p == partition).map(|(_, o, v)| (*o, v.clone().into_bytes())).collect();
+        let got = read_replica(cluster.node(4), "late", partition, expected.len(), Duration::from_secs(20));
+        assert_eq!(got, expected, "late-{partition}: node 4's own replica holds every acknowledged record");
+    }
+
+    // Promotion goes through any node, here the learner itself.
+    let members = cluster_cli(cluster.node(4), &["promote", "--id", "4"]).expect("promote");
+    assert_eq!(ids(&members, "voters"), vec![1, 2, 3, 4], "{members}");
+    // Node 4 holds replicas of "late": removing it is refused, naming them.
+    let refused = cluster_cli(&cluster.nodes[0], &["remove", "--id", "4"]).expect_err("remove refused");
+    assert!(refused.contains("late-"), "{refused}");
+
+    // Node 5 joins and holds nothing: it can be removed, and the cluster forgets it.
+    cluster.nodes.push(Node::start_member(47, 5, 5, &["--join"]));
+    wait_for("every node lists node 5 as a broker", || cluster.formed());
+    let members = cluster_cli(&cluster.nodes[1], &["remove", "--id", "5"]).expect("remove node 5");
+    assert_eq!((ids(&members, "voters"), ids(&members, "learners")), (vec![1, 2, 3, 4], vec![]), "{members}");
+    let mut removed = cluster.nodes.pop().expect("node 5");
+    removed.kill9();
+    wait_for("node 5 is no longer a broker", || cluster.formed());
+    let unknown = cluster_cli(&cluster.nodes[0], &["promote", "--id", "5"]).expect_err("promote a removed node");
+    assert!(unknown.contains("not a member"), "{unknown}");
 }
