@@ -249,6 +249,7 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
         kafka_port: advertise_port,
         rack: settings.rack.clone(),
         dc: settings.dc.clone(),
+        rpc_addr: settings.peers.iter().find(|(id, _)| *id == settings.node_id).map(|(_, addr)| addr.clone()),
     };
     let register_task = tokio::spawn(register(replication.clone(), me, cluster_id.clone(), join));
     let clustered = !settings.peers.is_empty();
@@ -290,10 +291,10 @@ async fn start(settings: Settings) -> anyhow::Result<()> {
 /// node's rpc address and the voters to ask), then announces this node's Kafka address,
 /// rack and data centre through group 0, retrying until the metadata group has a leader.
 async fn register(replication: Arc<Replication>, me: NodeInfo, cluster_id: String, join: Option<(String, Vec<u64>)>) {
-    if let Some((rpc_addr, voters)) = join {
+    if let Some((rpc_addr, known)) = join {
         loop {
-            match replication.join(&rpc_addr, &voters).await {
-                Ok(MetaOutcome::Done) => break,
+            match replication.join(&rpc_addr, &known).await {
+                Ok(MetaOutcome::Joined(_)) => break,
                 Ok(outcome) => tracing::warn!(?outcome, "joining the cluster was refused; retrying"),
                 Err(e) => tracing::info!(error = %e, "joining the cluster: no answer yet; retrying"),
             }

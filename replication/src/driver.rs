@@ -154,6 +154,7 @@ impl DriverHandle {
             replica_lag_time: config.replica_lag_time,
             meta_voters: config.meta_voters.clone(),
             meta_learners: config.meta_learners.clone(),
+            meta_joining: config.meta_joining,
             transport,
             outbox: HashMap::new(),
             ticks: 0,
@@ -223,6 +224,7 @@ struct Driver {
     replica_lag_time: Duration,
     meta_voters: Vec<u64>,
     meta_learners: Vec<u64>,
+    meta_joining: bool,
     transport: Arc<dyn Transport>,
     /// Messages of the current round, per destination node.
     outbox: HashMap<u64, Vec<(u64, Message)>>,
@@ -250,7 +252,7 @@ impl Driver {
         let meta = ClusterMeta::load(&self.engine)?;
         let partitions: Vec<PartitionMeta> = meta.topics.values().flat_map(|t| t.partitions.iter().cloned()).collect();
         self.views.set_cluster(Arc::new(meta.clone()));
-        for (id, addr) in &meta.peers {
+        for (id, addr) in &meta.peer_addrs() {
             self.transport.add_peer(*id, addr);
         }
         let (voters, learners) = (self.meta_voters.clone(), self.meta_learners.clone());
@@ -294,7 +296,15 @@ impl Driver {
         };
         let (mut storage, fresh) = match GroupStorage::load(id, self.log.clone())? {
             Some(storage) => (storage, false),
-            None => (GroupStorage::bootstrap(id, self.log.clone(), voters, learners, &mut self.pending_log)?, true),
+            None => {
+                // Founding members start group 0's log after index 1, which no log holds:
+                // a node that joins later can only start from a snapshot, which carries
+                // the configuration it cannot otherwise know.
+                let start = u64::from(id == META_GROUP && !self.meta_joining);
+                let storage =
+                    GroupStorage::bootstrap(id, self.log.clone(), voters, learners, start, &mut self.pending_log)?;
+                (storage, true)
+            }
         };
         if id == META_GROUP {
             storage.serve_snapshots(self.engine.clone());
@@ -633,6 +643,7 @@ impl Driver {
                                 &mut self.pending_log,
                             )?;
                             group.voters = group.node.raft.prs().conf().to_conf_state().voters;
+                            group.voters.sort_unstable();
                             result
                         }
                         _ => apply_meta(meta, &entry, wb, &mut effects),
@@ -738,7 +749,8 @@ impl Driver {
                 view.set_isr(isr);
             }
             let preferred = group.voters.first().copied().unwrap_or(self.node_id);
-            if balance && preferred != self.node_id && group.node.raft.lead_transferee.is_none() {
+            // Group 0 has no preferred leader: its voters change at runtime.
+            if balance && id != META_GROUP && preferred != self.node_id && group.node.raft.lead_transferee.is_none() {
                 let ready = group.node.raft.prs().get(preferred).is_some_and(|pr| pr.matched == last_index);
                 if ready {
                     group.node.transfer_leader(preferred);
@@ -755,7 +767,7 @@ impl Driver {
     fn reload_metadata(&mut self) -> Result<(), ReplicationError> {
         let meta = ClusterMeta::load(&self.engine)?;
         self.views.set_cluster(Arc::new(meta.clone()));
-        let mut effects = MetaEffects { peers_added: meta.peers.clone().into_iter().collect(), ..Default::default() };
+        let mut effects = MetaEffects { peers_added: meta.peer_addrs().into_iter().collect(), ..Default::default() };
         let hosted: Vec<u64> = self.groups.keys().copied().filter(|id| *id != META_GROUP).collect();
         let placed: Vec<PartitionMeta> = meta.topics.values().flat_map(|t| t.partitions.iter().cloned()).collect();
         effects.deleted = hosted.into_iter().filter(|uid| !placed.iter().any(|p| p.uid == *uid)).collect();
@@ -817,14 +829,20 @@ enum Check {
 }
 
 /// Decides whether a membership change can be proposed. Changes that are already in
-/// effect answer `Done`, so a node may ask to join every time it starts.
+/// effect answer at once (`Joined` for a member asking to join), so a node may ask to
+/// join every time it starts.
 fn check_membership(node: &mut RawNode<GroupStorage>, meta: &ClusterMeta, cmd: &MetaCommand) -> Check {
     let refuse = |reason: String| Check::Answer(MetaOutcome::Rejected(MetaRejection::Membership(reason)));
     let conf = node.raft.prs().conf().to_conf_state();
     let voter = |id: u64| conf.voters.contains(&id);
     let learner = |id: u64| conf.learners.contains(&id);
+    if node.raft.has_pending_conf() {
+        return refuse("another membership change is being applied; retry".into());
+    }
     match *cmd {
-        MetaCommand::AddNode { id, .. } if voter(id) || learner(id) => Check::Answer(MetaOutcome::Done),
+        MetaCommand::AddNode { id, .. } if voter(id) || learner(id) => {
+            Check::Answer(MetaOutcome::Joined(meta.peer_addrs()))
+        }
         MetaCommand::PromoteNode { id } if voter(id) => Check::Answer(MetaOutcome::Done),
         MetaCommand::PromoteNode { id } if !learner(id) => {
             refuse(format!("node {id} is not a member; start it with --peers listing the cluster and it joins"))
@@ -889,6 +907,12 @@ fn apply_membership(
         }
     };
     tracing::info!(voters = ?conf.voters, learners = ?conf.learners, "metadata group configuration changed");
+    if node.raft.state == StateRole::Leader && !conf.voters.contains(&node.raft.id) {
+        // raft-rs lets a removed leader keep leading and then fails on its own missing
+        // progress: step down now (same term, so the hard state stays valid).
+        let term = node.raft.term;
+        node.raft.become_follower(term, raft::INVALID_ID);
+    }
     wb.put_cluster(CONF_STATE_KEY, &conf.write_to_bytes().map_err(|e| ReplicationError::Internal(e.to_string()))?);
     node.mut_store().set_conf_state(conf, log_batch)?;
     Ok(Some(Applied::Meta(meta.apply(cmd, wb, effects))))

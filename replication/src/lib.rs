@@ -74,6 +74,8 @@ pub struct ReplicationConfig {
     pub meta_voters: Vec<u64>,
     /// Every other node: learners of group 0, so they have all metadata.
     pub meta_learners: Vec<u64>,
+    /// This node joins a running cluster (see [`ReplicationConfig::joining`]).
+    pub meta_joining: bool,
     /// A follower that has not caught up for this long leaves the in-sync set.
     pub replica_lag_time: Duration,
 }
@@ -89,6 +91,7 @@ impl ReplicationConfig {
             election_tick: 10,
             meta_voters: vec![node_id],
             meta_learners: Vec::new(),
+            meta_joining: false,
             replica_lag_time: Duration::from_secs(10),
         }
     }
@@ -103,12 +106,14 @@ impl ReplicationConfig {
     }
 
     /// A node joining a running cluster whose nodes include `nodes`: it starts as a
-    /// learner of group 0 (never a candidate) until the cluster's configuration, which
-    /// it receives from the leader, says otherwise.
+    /// learner of group 0 (never a candidate) with an empty log, and the cluster's state
+    /// and configuration arrive as a snapshot: founding nodes start group 0's log after
+    /// index 1, so no leader can catch a joiner up from the log alone.
     pub fn joining(mut self, nodes: &[u64]) -> ReplicationConfig {
         let others: Vec<u64> = nodes.iter().copied().filter(|id| *id != self.node_id).collect();
         self = self.with_cluster(&others);
-        self.meta_learners = vec![self.node_id];
+        self.meta_learners.push(self.node_id);
+        self.meta_joining = true;
         self
     }
 }
@@ -292,15 +297,22 @@ impl Replication {
     }
 
     /// Asks the cluster to add this node to group 0 as a learner reachable at
-    /// `rpc_addr`, trying each of `voters` (any known nodes) until the leader answers. Answers `Done` at
-    /// once when this node is already a member, so it runs at every start.
-    pub async fn join(&self, rpc_addr: &str, voters: &[u64]) -> Result<MetaOutcome, ReplicationError> {
+    /// `rpc_addr`, through any of the nodes `known` (they pass it on to the leader).
+    /// Answers `Joined` (at once when this node is already a member, so it runs at every
+    /// start) and connects to every node the answer lists.
+    pub async fn join(&self, rpc_addr: &str, known: &[u64]) -> Result<MetaOutcome, ReplicationError> {
         let cmd = command::encode_meta(&MetaCommand::AddNode { id: self.node_id, rpc_addr: rpc_addr.to_string() });
         let deadline = tokio::time::Instant::now() + META_PROPOSAL_TIMEOUT;
         loop {
-            for &voter in voters.iter().filter(|v| **v != self.node_id) {
-                match self.transport.forward_meta(voter, cmd.clone()).await {
+            for &node in known.iter().filter(|v| **v != self.node_id) {
+                match self.transport.forward_meta(node, cmd.clone()).await {
                     Err(ReplicationError::NotLeader) => continue,
+                    Ok(MetaOutcome::Joined(addrs)) => {
+                        for (id, addr) in &addrs {
+                            self.transport.add_peer(*id, addr);
+                        }
+                        return Ok(MetaOutcome::Joined(addrs));
+                    }
                     other => return other,
                 }
             }

@@ -46,6 +46,9 @@ pub(crate) fn install(engine: &Engine, snapshot: &Snapshot) -> Result<(), Replic
         wb.put_cluster(key, value);
     }
     let metadata = snapshot.get_metadata();
+    // The configuration as of this index, also when the sender had no row for it.
+    let conf = metadata.get_conf_state().write_to_bytes().map_err(internal)?;
+    wb.put_cluster(CONF_STATE_KEY, &conf);
     let state = PartitionState { applied_index: metadata.index, applied_term: metadata.term, ..Default::default() };
     wb.put_partition_state(0, &state);
     engine.write(wb, Durability::Memtable)?;

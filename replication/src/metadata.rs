@@ -47,6 +47,10 @@ pub struct NodeInfo {
     pub kafka_port: u16,
     pub rack: Option<String>,
     pub dc: Option<String>,
+    /// Where other nodes reach this node's Raft and admin gRPC (its `--peers` entry), so
+    /// a node that joined with a partial peer list learns every address.
+    #[serde(default)]
+    pub rpc_addr: Option<String>,
 }
 
 /// A partition's leader as last reported by it.
@@ -79,6 +83,9 @@ pub struct ClusterMeta {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetaOutcome {
     Done,
+    /// A node is a member of group 0; here is where every node is (id -> RPC address),
+    /// so a node that joined knowing only some of them can reach them all.
+    Joined(BTreeMap<u64, String>),
     ProducerId(i64),
     Rejected(MetaRejection),
 }
@@ -136,6 +143,17 @@ impl ClusterMeta {
             meta.next_producer_id = decode_u64(&raw).map_or(meta.next_producer_id, |v| v as i64);
         }
         Ok(meta)
+    }
+
+    /// The RPC address of every node known here: registered nodes and joined ones.
+    pub fn peer_addrs(&self) -> BTreeMap<u64, String> {
+        let mut addrs = self.peers.clone();
+        for node in self.nodes.values() {
+            if let Some(addr) = &node.rpc_addr {
+                addrs.insert(node.id, addr.clone());
+            }
+        }
+        addrs
     }
 
     /// Partitions with a replica on node `id`, as `topic-partition` names.
@@ -218,6 +236,9 @@ impl ClusterMeta {
                 MetaOutcome::Done
             }
             MetaCommand::RegisterNode(node) => {
+                if let Some(addr) = &node.rpc_addr {
+                    effects.peers_added.push((node.id, addr.clone()));
+                }
                 let key = [NODE_PREFIX, &node.id.to_be_bytes()].concat();
                 wb.put_cluster(&key, &serde_json::to_vec(&node).unwrap_or_default());
                 self.nodes.insert(node.id, node);
@@ -245,7 +266,7 @@ impl ClusterMeta {
                 wb.put_cluster(&peer_key(id), rpc_addr.as_bytes());
                 effects.peers_added.push((id, rpc_addr.clone()));
                 self.peers.insert(id, rpc_addr);
-                MetaOutcome::Done
+                MetaOutcome::Joined(self.peer_addrs())
             }
             MetaCommand::PromoteNode { .. } => MetaOutcome::Done,
             MetaCommand::RemoveNode { id } => {

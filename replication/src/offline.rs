@@ -8,11 +8,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use chronik_engine::Engine;
+use chronik_engine::{Durability, Engine};
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState};
 use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, ReadableSize};
 
-use crate::metadata::ClusterMeta;
+use crate::metadata::{ClusterMeta, CONF_STATE_KEY as META_CONF_STATE_KEY};
 use crate::storage::{EntryExt, GroupStorage, CONF_STATE_KEY, HARD_STATE_KEY, TRUNCATED_KEY};
 use crate::ReplicationError;
 
@@ -60,6 +60,15 @@ pub fn seed_raft_log(raft_dir: &Path, engine: &Engine, node_id: u64) -> Result<V
         seeded.push(SeededGroup { group, applied_index: state.applied_index, applied_term: state.applied_term });
     }
     log.write(&mut batch, true)?;
+    // Group 0 starts from the configuration just seeded, not the one the backed-up
+    // cluster had (the driver prefers this row to the log's).
+    let conf = ConfState { voters: vec![node_id], ..Default::default() };
+    let mut wb = engine.batch();
+    wb.put_cluster(
+        META_CONF_STATE_KEY,
+        &protobuf::Message::write_to_bytes(&conf).map_err(|e| ReplicationError::Internal(e.to_string()))?,
+    );
+    engine.write(wb, Durability::Synced)?;
     Ok(seeded)
 }
 

@@ -42,7 +42,7 @@ mod tests {
     use super::*;
 
     fn node(id: u64, rack: &str) -> NodeInfo {
-        NodeInfo { id, kafka_host: "h".into(), kafka_port: 1, rack: Some(rack.into()), dc: None }
+        NodeInfo { id, kafka_host: "h".into(), kafka_port: 1, rack: Some(rack.into()), dc: None, rpc_addr: None }
     }
 
     #[test]

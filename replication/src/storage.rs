@@ -65,25 +65,30 @@ impl GroupStorage {
     }
 
     /// A new group with `voters` and `learners`, persisted into `batch` by the caller.
-    /// Every replica bootstraps the same configuration with an empty log.
+    /// Every replica bootstraps the same configuration with an empty log that starts
+    /// after index `start` (term `start`): entries up to there count as compacted.
     pub fn bootstrap(
         id: u64,
         log: Arc<LogEngine>,
         voters: &[u64],
         learners: &[u64],
+        start: u64,
         batch: &mut LogBatch,
     ) -> raft::Result<GroupStorage> {
         let conf_state = ConfState { voters: voters.to_vec(), learners: learners.to_vec(), ..Default::default() };
         batch.put_message(id, CONF_STATE_KEY.to_vec(), &conf_state).map_err(store_err)?;
-        let hard_state = HardState::default();
+        let hard_state = HardState { term: start, commit: start, ..Default::default() };
         batch.put_message(id, HARD_STATE_KEY.to_vec(), &hard_state).map_err(store_err)?;
+        if start > 0 {
+            batch.put(id, TRUNCATED_KEY.to_vec(), truncated_value(start, start)).map_err(store_err)?;
+        }
         Ok(GroupStorage {
             id,
             log,
             hard_state,
             conf_state,
-            truncated: (0, 0),
-            last_index: 0,
+            truncated: (start, start),
+            last_index: start,
             cache: VecDeque::new(),
             snapshots: None,
         })
@@ -263,14 +268,24 @@ impl raft::Storage for GroupStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let unavailable = raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
-        let Some(engine) = &self.snapshots else { return Err(unavailable) };
-        let snapshot = crate::meta_snapshot::build(engine, &self.conf_state).map_err(store_err)?;
-        // The store lags the log within a round: raft-rs asks again later.
-        match snapshot.get_metadata().index >= request_index.max(self.truncated.0) {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        let Some(engine) = &self.snapshots else { return Err(unavailable()) };
+        // raft-rs panics on other storage errors here: a failed read is retried later.
+        let snapshot = match crate::meta_snapshot::build(engine, &self.conf_state) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build a metadata snapshot; retrying later");
+                return Err(unavailable());
+            }
+        };
+        // The store lags the log within a round, and a node must be in the snapshot's
+        // configuration to accept it: raft-rs asks again later.
+        let conf = snapshot.get_metadata().get_conf_state();
+        let member = conf.voters.contains(&to) || conf.learners.contains(&to);
+        match member && snapshot.get_metadata().index >= request_index.max(self.truncated.0) {
             true => Ok(snapshot),
-            false => Err(unavailable),
+            false => Err(unavailable()),
         }
     }
 }

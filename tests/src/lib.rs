@@ -98,8 +98,15 @@ impl Node {
     /// HTTP 9644), so every node knows its peers' addresses before they start and a
     /// restarted node comes back at the same address. Give each test its own subnet.
     pub fn start_member(subnet: u8, id: u64, size: u64, extra: &[&str]) -> Node {
+        let all: Vec<u64> = (1..=size).collect();
+        Node::start_member_knowing(subnet, id, &all, extra)
+    }
+
+    /// [`Node::start_member`] with a `--peers` list of only the nodes `known` (which
+    /// should include `id`), as for a node joining a running cluster.
+    pub fn start_member_knowing(subnet: u8, id: u64, known: &[u64], extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
-        let peers: Vec<String> = (1..=size).map(|i| format!("{i}@{}:9093", member_host(subnet, i))).collect();
+        let peers: Vec<String> = known.iter().map(|i| format!("{i}@{}:9093", member_host(subnet, *i))).collect();
         let mut args: Vec<String> = vec!["--peers".into(), peers.join(",")];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut node = Node {

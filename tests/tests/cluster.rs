@@ -279,8 +279,9 @@ async fn a_node_added_later_joins_serves_and_is_promoted_and_removed() {
     let mut cluster = Cluster::start(47, 3, &[]);
     cluster.create_topic("early", 2, 3, &[]).await;
 
-    // Node 4 starts with a peer list naming the cluster and itself: it asks to join.
-    cluster.nodes.push(Node::start_member(47, 4, 4, &["--join"]));
+    // Node 4 starts knowing only node 2 and itself: it asks to join through node 2 and
+    // learns every other address from the metadata.
+    cluster.nodes.push(Node::start_member_knowing(47, 4, &[2, 4], &["--join"]));
     wait_for("every node lists node 4 as a broker", || cluster.formed());
     let members = cluster_cli(&cluster.nodes[0], &["members"]).expect("members");
     assert_eq!((ids(&members, "voters"), ids(&members, "learners")), (vec![1, 2, 3], vec![4]), "{members}");
@@ -317,7 +318,7 @@ async fn a_node_added_later_joins_serves_and_is_promoted_and_removed() {
     assert!(refused.contains("late-"), "{refused}");
 
     // Node 5 joins and holds nothing: it can be removed, and the cluster forgets it.
-    cluster.nodes.push(Node::start_member(47, 5, 5, &["--join"]));
+    cluster.nodes.push(Node::start_member_knowing(47, 5, &[3, 5], &["--join"]));
     wait_for("every node lists node 5 as a broker", || cluster.formed());
     let members = cluster_cli(&cluster.nodes[1], &["remove", "--id", "5"]).expect("remove node 5");
     assert_eq!((ids(&members, "voters"), ids(&members, "learners")), (vec![1, 2, 3, 4], vec![]), "{members}");

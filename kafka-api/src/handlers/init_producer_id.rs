@@ -18,7 +18,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, req: InitProduce
         None => match broker.replication.propose_meta(MetaCommand::AllocateProducerId).await {
             Ok(MetaOutcome::ProducerId(id)) => Ok(id),
             Ok(MetaOutcome::Rejected(r)) => Err(errors::meta_rejection(&r)),
-            Ok(MetaOutcome::Done) => Err(ResponseError::UnknownServerError),
+            Ok(MetaOutcome::Done | MetaOutcome::Joined(_)) => Err(ResponseError::UnknownServerError),
             Err(e) => Err(errors::replication(&e)),
         },
     };

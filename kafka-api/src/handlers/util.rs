@@ -56,6 +56,7 @@ pub(crate) fn known_nodes(broker: &Broker) -> Vec<NodeInfo> {
             kafka_port: broker.config.advertised_port as u16,
             rack: None,
             dc: None,
+            rpc_addr: None,
         });
     }
     nodes

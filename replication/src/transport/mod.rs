@@ -298,7 +298,13 @@ impl RaftTransport for RaftService {
         let Some(cmd) = command::decode_meta(&request.into_inner().command) else {
             return Err(Status::invalid_argument("undecodable metadata command"));
         };
-        let result = match self.replication.propose_meta_here(cmd).await {
+        // A joining node knows only some nodes: its request is passed on to the leader
+        // this node knows. Other commands were sent to the leader already.
+        let outcome = match cmd {
+            command::MetaCommand::AddNode { .. } => self.replication.propose_meta(cmd).await,
+            _ => self.replication.propose_meta_here(cmd).await,
+        };
+        let result = match outcome {
             Ok(outcome) => MetaResult {
                 outcome: serde_json::to_vec(&outcome).unwrap_or_default().into(),
                 error: FORWARD_OK,
