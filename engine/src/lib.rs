@@ -24,6 +24,9 @@ use rocksdb::{
 pub use error::{Error, Result};
 pub use state::PartitionState;
 
+/// The most a read reserves up front for its answer.
+const MAX_READ_RESERVE: usize = 8 << 20;
+
 /// How durable a write must be before [`Engine::write`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -166,18 +169,25 @@ impl Engine {
         // block and blob checksums on top (a software CRC in this build) cost over half of
         // the fetch path's CPU (perf), so reads of record data skip them.
         opts.set_verify_checksums(false);
-        let lower = keys::log_key(uid, start);
-        let iter = self.db.iterator_cf_opt(self.cf(cf::LOG), opts, IteratorMode::From(&lower, Direction::Forward));
+        // A raw iterator lends each value in place; the plain one copies it into a box.
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf::LOG), opts);
+        iter.seek(keys::log_key(uid, start));
         let (mut count, mut used) = (0, 0usize);
-        for item in iter {
-            let (_, value) = item?;
+        while let Some(value) = iter.value() {
             if used + value.len() > max_bytes && !(min_one && count == 0) {
                 break;
             }
+            if count == 0 {
+                // Room for the whole answer at once: growing by doubling copied it again
+                // (memmove was a fifth of fetch CPU in perf, with 16 partitions).
+                out.reserve(max_bytes.min(MAX_READ_RESERVE).max(value.len()));
+            }
             used += value.len();
-            out.extend_from_slice(&value);
+            out.extend_from_slice(value);
             count += 1;
+            iter.next();
         }
+        iter.status()?;
         Ok(count)
     }
 
@@ -185,7 +195,11 @@ impl Engine {
     /// `<= offset` (offsets are dense, so that batch holds it), or the first batch if
     /// `offset` lies before the log. `None` if the partition has no batches.
     pub fn batch_base_at(&self, uid: u64, offset: i64) -> Result<Option<i64>> {
-        let mut iter = self.db.raw_iterator_cf(self.cf(cf::LOG));
+        // Positioning the iterator loads the batch it lands on (a blob) although only
+        // its key is used: at least skip the blob's checksum (9% of fetch CPU in perf).
+        let mut opts = ReadOptions::default();
+        opts.set_verify_checksums(false);
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf::LOG), opts);
         iter.seek_for_prev(keys::log_key(uid, offset.max(0)));
         if let Some((owner, base)) = iter.key().and_then(keys::decode_log_key) {
             if owner == uid {

@@ -104,7 +104,11 @@ mod tests {
         let mut expected = source.cluster_scan(b"").expect("scan");
         expected.push((CONF_STATE_KEY.to_vec(), bootstrap.write_to_bytes().expect("encode")));
         expected.sort();
-        assert_eq!(target.cluster_scan(b"").expect("scan"), expected, "the rows, and the configuration as of the index");
+        assert_eq!(
+            target.cluster_scan(b"").expect("scan"),
+            expected,
+            "the rows, and the configuration as of the index"
+        );
         assert_eq!(target.partition_state(0).expect("state").map(|s| s.applied_index), Some(12));
         assert!(decode(&snapshot.data[..snapshot.data.len() - 1]).is_none(), "a cut snapshot is refused");
     }
