@@ -65,7 +65,7 @@ pub fn decode_request(mut frame: Bytes, key: ApiKey, version: i16) -> Result<(Re
 
 /// Encodes a response frame: length, header, body.
 pub fn encode_response(key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> anyhow::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(64);
+    let mut buf = BytesMut::with_capacity(64 + body_size_hint(body, version));
     buf.extend_from_slice(&[0; 4]);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     header.encode(&mut buf, key.response_header_version(version))?;
@@ -73,6 +73,16 @@ pub fn encode_response(key: ApiKey, version: i16, correlation_id: i32, body: &Re
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// Bytes to reserve for a response body: exact for Fetch, whose megabytes of records
+/// were otherwise copied again every time the buffer doubled (with fresh pages to fault
+/// in each time); small bodies grow as needed.
+fn body_size_hint(body: &ResponseKind, version: i16) -> usize {
+    match body {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]

@@ -28,8 +28,7 @@ use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, ReadableSize};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use crate::command::MetaCommand;
-use crate::command::{self, PartitionCommand};
+use crate::command::{self, MetaCommand, PartitionCommand};
 use crate::groups;
 use crate::metadata::{ClusterMeta, MetaEffects, MetaOutcome, MetaRejection, PartitionMeta, CONF_STATE_KEY};
 use crate::partition::PartitionMachine;
@@ -191,7 +190,7 @@ impl DriverHandle {
         self.tx.send(Msg::Raft { messages, _permit: permit }).map_err(|_| ReplicationError::Shutdown)
     }
 
-    /// The first index still in group `group`'s log (1 when nothing was compacted).
+    /// The first index still in group `group`'s log; `None` when it holds no entries.
     pub fn first_log_index(&self, group: u64) -> Option<u64> {
         self.log.first_index(group)
     }
@@ -516,7 +515,7 @@ impl Driver {
             }
             let mut ready = group.node.ready();
             if !ready.snapshot().is_empty() {
-                // Only group 0 sends snapshots (to nodes that joined after compaction).
+                // Only group 0 sends snapshots: to nodes that joined (see `open_group`).
                 let snapshot: &Snapshot = ready.snapshot();
                 crate::meta_snapshot::install(&self.engine, snapshot)?;
                 group.node.mut_store().apply_snapshot(snapshot, log_batch)?;
