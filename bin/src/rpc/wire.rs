@@ -1,19 +1,15 @@
-//! The messages of `proto/chronik/admin/v1/admin.proto` in protobuf wire format, and a
-//! tonic codec for them. Hand-written on purpose: the two messages are small, and
-//! prost's derive macro changes the build-dependency features that RocksDB's bindings
-//! are built with (a 25-minute rebuild). Unknown fields are skipped, as protobuf requires.
-
-use std::marker::PhantomData;
+//! The messages of `proto/chronik/admin/v1/admin.proto` as `prost::Message` impls,
+//! carried by the same tonic codec as the Raft transport
+//! (`chronik_replication::transport::wire::ProstCodec`). Written out instead of
+//! derived: prost's derive macro changes the build-dependency features that RocksDB's
+//! bindings are built with (a 25-minute rebuild). proto3 rules: default values are not
+//! written, unknown fields are skipped.
 
 use bytes::{Buf, BufMut};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::Status;
+use prost::encoding::{self, DecodeContext, WireType};
+use prost::{DecodeError, Message};
 
-/// A message that can cross the wire.
-pub trait Message: Sized + Send + 'static {
-    fn encode(&self, out: &mut Vec<u8>);
-    fn decode(bytes: &[u8]) -> Result<Self, String>;
-}
+pub use chronik_replication::transport::wire::ProstCodec as WireCodec;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CreateBackupRequest {
@@ -32,52 +28,6 @@ pub struct CreateBackupProgress {
     pub manifest_json: String,
 }
 
-impl Message for CreateBackupRequest {
-    fn encode(&self, out: &mut Vec<u8>) {
-        put_string(out, 1, &self.to);
-        put_string(out, 2, &self.compression);
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let mut m = CreateBackupRequest::default();
-        for_each_field(bytes, |field, value| {
-            match (field, value) {
-                (1, Value::Bytes(b)) => m.to = utf8(b)?,
-                (2, Value::Bytes(b)) => m.compression = utf8(b)?,
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(m)
-    }
-}
-
-impl Message for CreateBackupProgress {
-    fn encode(&self, out: &mut Vec<u8>) {
-        put_varint_field(out, 1, self.bytes_done);
-        put_varint_field(out, 2, self.bytes_total);
-        put_varint_field(out, 3, u64::from(self.files_done));
-        put_varint_field(out, 4, u64::from(self.files_total));
-        put_string(out, 5, &self.manifest_json);
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let mut m = CreateBackupProgress::default();
-        for_each_field(bytes, |field, value| {
-            match (field, value) {
-                (1, Value::Varint(v)) => m.bytes_done = v,
-                (2, Value::Varint(v)) => m.bytes_total = v,
-                (3, Value::Varint(v)) => m.files_done = v as u32,
-                (4, Value::Varint(v)) => m.files_total = v as u32,
-                (5, Value::Bytes(b)) => m.manifest_json = utf8(b)?,
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(m)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MembershipRequest {
     /// Field 1: `list`, `promote` or `remove`.
@@ -94,173 +44,159 @@ pub struct MembershipReply {
     pub members_json: String,
 }
 
-impl Message for MembershipRequest {
-    fn encode(&self, out: &mut Vec<u8>) {
-        put_string(out, 1, &self.action);
-        put_varint_field(out, 2, self.node_id);
+impl Message for CreateBackupRequest {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        put_string(1, &self.to, buf);
+        put_string(2, &self.compression, buf);
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let mut m = MembershipRequest::default();
-        for_each_field(bytes, |field, value| {
-            match (field, value) {
-                (1, Value::Bytes(b)) => m.action = utf8(b)?,
-                (2, Value::Varint(v)) => m.node_id = v,
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(m)
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => encoding::string::merge(wire, &mut self.to, buf, ctx),
+            2 => encoding::string::merge(wire, &mut self.compression, buf, ctx),
+            _ => encoding::skip_field(wire, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        string_len(1, &self.to) + string_len(2, &self.compression)
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+impl Message for CreateBackupProgress {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        put_u64(1, self.bytes_done, buf);
+        put_u64(2, self.bytes_total, buf);
+        put_u64(3, u64::from(self.files_done), buf);
+        put_u64(4, u64::from(self.files_total), buf);
+        put_string(5, &self.manifest_json, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => encoding::uint64::merge(wire, &mut self.bytes_done, buf, ctx),
+            2 => encoding::uint64::merge(wire, &mut self.bytes_total, buf, ctx),
+            3 => encoding::uint32::merge(wire, &mut self.files_done, buf, ctx),
+            4 => encoding::uint32::merge(wire, &mut self.files_total, buf, ctx),
+            5 => encoding::string::merge(wire, &mut self.manifest_json, buf, ctx),
+            _ => encoding::skip_field(wire, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        u64_len(1, self.bytes_done)
+            + u64_len(2, self.bytes_total)
+            + u64_len(3, u64::from(self.files_done))
+            + u64_len(4, u64::from(self.files_total))
+            + string_len(5, &self.manifest_json)
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+impl Message for MembershipRequest {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        put_string(1, &self.action, buf);
+        put_u64(2, self.node_id, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => encoding::string::merge(wire, &mut self.action, buf, ctx),
+            2 => encoding::uint64::merge(wire, &mut self.node_id, buf, ctx),
+            _ => encoding::skip_field(wire, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        string_len(1, &self.action) + u64_len(2, self.node_id)
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
     }
 }
 
 impl Message for MembershipReply {
-    fn encode(&self, out: &mut Vec<u8>) {
-        put_string(out, 1, &self.message);
-        put_string(out, 2, &self.members_json);
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        put_string(1, &self.message, buf);
+        put_string(2, &self.members_json, buf);
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let mut m = MembershipReply::default();
-        for_each_field(bytes, |field, value| {
-            match (field, value) {
-                (1, Value::Bytes(b)) => m.message = utf8(b)?,
-                (2, Value::Bytes(b)) => m.members_json = utf8(b)?,
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(m)
-    }
-}
-
-enum Value<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed,
-}
-
-fn utf8(bytes: &[u8]) -> Result<String, String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| "a string field is not UTF-8".to_string())
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
-    // proto3: default values are not written.
-    if v != 0 {
-        put_varint(out, u64::from(field) << 3);
-        put_varint(out, v);
-    }
-}
-
-fn put_string(out: &mut Vec<u8>, field: u32, s: &str) {
-    if !s.is_empty() {
-        put_varint(out, (u64::from(field) << 3) | 2);
-        put_varint(out, s.len() as u64);
-        out.extend_from_slice(s.as_bytes());
-    }
-}
-
-fn get_varint(bytes: &mut &[u8]) -> Result<u64, String> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = bytes.split_first().ok_or("truncated varint")?;
-        *bytes = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Ok(v);
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => encoding::string::merge(wire, &mut self.message, buf, ctx),
+            2 => encoding::string::merge(wire, &mut self.members_json, buf, ctx),
+            _ => encoding::skip_field(wire, tag, buf, ctx),
         }
     }
-    Err("varint longer than 10 bytes".into())
-}
 
-fn for_each_field<'a>(
-    mut bytes: &'a [u8],
-    mut visit: impl FnMut(u32, Value<'a>) -> Result<(), String>,
-) -> Result<(), String> {
-    while !bytes.is_empty() {
-        let key = get_varint(&mut bytes)?;
-        let field = (key >> 3) as u32;
-        let value = match key & 7 {
-            0 => Value::Varint(get_varint(&mut bytes)?),
-            2 => {
-                let len = usize::try_from(get_varint(&mut bytes)?).map_err(|_| "length too large")?;
-                if len > bytes.len() {
-                    return Err(format!("field {field} needs {len} bytes, {} left", bytes.len()));
-                }
-                let (value, rest) = bytes.split_at(len);
-                bytes = rest;
-                Value::Bytes(value)
-            }
-            wire @ (1 | 5) => {
-                let len = if wire == 1 { 8 } else { 4 };
-                if len > bytes.len() {
-                    return Err(format!("field {field} truncated"));
-                }
-                bytes = &bytes[len..];
-                Value::Fixed
-            }
-            other => return Err(format!("unsupported wire type {other} in field {field}")),
-        };
-        visit(field, value)?;
+    fn encoded_len(&self) -> usize {
+        string_len(1, &self.message) + string_len(2, &self.members_json)
     }
-    Ok(())
-}
 
-/// A tonic codec that encodes `E` and decodes `D`.
-pub struct WireCodec<E, D>(PhantomData<fn(E) -> D>);
-
-impl<E, D> Default for WireCodec<E, D> {
-    fn default() -> Self {
-        WireCodec(PhantomData)
+    fn clear(&mut self) {
+        *self = Self::default();
     }
 }
 
-impl<E: Message, D: Message> Codec for WireCodec<E, D> {
-    type Encode = E;
-    type Decode = D;
-    type Encoder = WireEncoder<E>;
-    type Decoder = WireDecoder<D>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        WireEncoder(PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        WireDecoder(PhantomData)
+// A uint32 field is written exactly like a uint64 of the same value, so one helper
+// serves both.
+fn put_u64(tag: u32, v: u64, buf: &mut impl BufMut) {
+    if v != 0 {
+        encoding::uint64::encode(tag, &v, buf);
     }
 }
 
-pub struct WireEncoder<E>(PhantomData<fn(E)>);
-
-impl<E: Message> Encoder for WireEncoder<E> {
-    type Item = E;
-    type Error = Status;
-
-    fn encode(&mut self, item: E, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        let mut bytes = Vec::new();
-        item.encode(&mut bytes);
-        dst.put_slice(&bytes);
-        Ok(())
+fn u64_len(tag: u32, v: u64) -> usize {
+    if v == 0 {
+        0
+    } else {
+        encoding::uint64::encoded_len(tag, &v)
     }
 }
 
-pub struct WireDecoder<D>(PhantomData<fn() -> D>);
+fn put_string(tag: u32, v: &String, buf: &mut impl BufMut) {
+    if !v.is_empty() {
+        encoding::string::encode(tag, v, buf);
+    }
+}
 
-impl<D: Message> Decoder for WireDecoder<D> {
-    type Item = D;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
-        let bytes = src.copy_to_bytes(src.remaining());
-        D::decode(&bytes).map(Some).map_err(|e| Status::invalid_argument(format!("malformed message: {e}")))
+fn string_len(tag: u32, v: &String) -> usize {
+    if v.is_empty() {
+        0
+    } else {
+        encoding::string::encoded_len(tag, v)
     }
 }
 
@@ -271,11 +207,10 @@ mod tests {
     #[test]
     fn encodes_like_protobuf_and_round_trips() {
         let request = CreateBackupRequest { to: "s3://b/p".into(), compression: String::new() };
-        let mut bytes = Vec::new();
-        request.encode(&mut bytes);
+        let bytes = request.encode_to_vec();
         // Field 1, length-delimited (0x0a), 8 bytes; the empty field 2 is omitted.
         assert_eq!(bytes, b"\x0a\x08s3://b/p");
-        assert_eq!(CreateBackupRequest::decode(&bytes).expect("decode"), request);
+        assert_eq!(CreateBackupRequest::decode(bytes.as_slice()).expect("decode"), request);
 
         let progress = CreateBackupProgress {
             bytes_done: 300,
@@ -284,23 +219,20 @@ mod tests {
             files_total: 2,
             manifest_json: "{}".into(),
         };
-        let mut bytes = Vec::new();
-        progress.encode(&mut bytes);
+        let mut bytes = progress.encode_to_vec();
         assert_eq!(&bytes[..3], b"\x08\xac\x02", "field 1 varint 300");
         // An unknown fixed64 field 9 is skipped.
         bytes.extend_from_slice(&[0x49, 1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(CreateBackupProgress::decode(&bytes).expect("decode"), progress);
-        assert!(CreateBackupProgress::decode(b"\x2a\x05ab").is_err(), "truncated string");
-        assert!(CreateBackupProgress::decode(b"\x08\xff").is_err(), "truncated varint");
+        assert_eq!(CreateBackupProgress::decode(bytes.as_slice()).expect("decode"), progress);
+        assert!(CreateBackupProgress::decode(b"\x2a\x05ab".as_slice()).is_err(), "truncated string");
+        assert!(CreateBackupProgress::decode(b"\x08\xff".as_slice()).is_err(), "truncated varint");
 
         let request = MembershipRequest { action: "promote".into(), node_id: 4 };
-        let mut bytes = Vec::new();
-        request.encode(&mut bytes);
+        let bytes = request.encode_to_vec();
         assert_eq!(bytes, b"\x0a\x07promote\x10\x04");
-        assert_eq!(MembershipRequest::decode(&bytes).expect("decode"), request);
+        assert_eq!(MembershipRequest::decode(bytes.as_slice()).expect("decode"), request);
         let reply = MembershipReply { message: "ok".into(), members_json: "{}".into() };
-        let mut bytes = Vec::new();
-        reply.encode(&mut bytes);
-        assert_eq!(MembershipReply::decode(&bytes).expect("decode"), reply);
+        let bytes = reply.encode_to_vec();
+        assert_eq!(MembershipReply::decode(bytes.as_slice()).expect("decode"), reply);
     }
 }

@@ -271,16 +271,17 @@ impl Message for MetaResult {
     }
 }
 
-/// tonic codec for the messages above: protobuf via `prost::Message`.
-pub struct RaftCodec<E, D>(PhantomData<(E, D)>);
+/// tonic codec for hand-written `prost::Message` types: the messages above, and the
+/// admin API's in `bin/src/rpc/wire.rs`.
+pub struct ProstCodec<E, D>(PhantomData<(E, D)>);
 
-impl<E, D> Default for RaftCodec<E, D> {
+impl<E, D> Default for ProstCodec<E, D> {
     fn default() -> Self {
-        RaftCodec(PhantomData)
+        ProstCodec(PhantomData)
     }
 }
 
-impl<E, D> Codec for RaftCodec<E, D>
+impl<E, D> Codec for ProstCodec<E, D>
 where
     E: Message + Send + 'static,
     D: Message + Default + Send + 'static,
