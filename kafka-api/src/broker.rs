@@ -3,6 +3,7 @@ use std::sync::Arc;
 use chronik_replication::topic_config::TopicDefaults;
 use chronik_replication::Replication;
 
+use crate::buffers::BufferPool;
 use crate::coordinator::{Coordinator, GroupConfig};
 
 /// Settings the Kafka layer needs.
@@ -29,12 +30,13 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub replication: Arc<Replication>,
     pub coordinator: Arc<Coordinator>,
+    pub(crate) fetch_buffers: Arc<BufferPool>,
 }
 
 impl Broker {
     /// Creates the broker; starts the group coordinator's tasks on the current runtime.
     pub fn new(config: BrokerConfig, replication: Arc<Replication>) -> Arc<Broker> {
         let coordinator = Coordinator::start(config.node_id as u64, config.groups.clone(), replication.clone());
-        Arc::new(Broker { config, replication, coordinator })
+        Arc::new(Broker { config, replication, coordinator, fetch_buffers: Arc::default() })
     }
 }

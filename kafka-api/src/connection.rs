@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::frame::{self, FrameError};
+use crate::frame::{self, FrameError, ResponseFrame};
 use crate::handlers::{self, PendingResponse, Reply};
 
 pub(crate) async fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
@@ -24,8 +24,8 @@ pub(crate) async fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr
         let writer = tokio::spawn(async move {
             while let Some(pending) = rx.recv().await {
                 match pending.await {
-                    Ok(Some(frame)) => {
-                        if write_half.write_all(&frame).await.is_err() {
+                    Ok(Some(mut frame)) => {
+                        if write_half.write_all_buf(&mut frame).await.is_err() {
                             return;
                         }
                     }
@@ -133,7 +133,7 @@ fn encode_or_log(
     version: i16,
     correlation_id: i32,
     body: &kafka_protocol::messages::ResponseKind,
-) -> Result<Bytes, ()> {
+) -> Result<ResponseFrame, ()> {
     frame::encode_response(key, version, correlation_id, body).map_err(|e| {
         tracing::error!(api = ?key, version, error = %e, "cannot encode response; closing the connection");
     })

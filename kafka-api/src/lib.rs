@@ -10,6 +10,7 @@
 //! their Raft rounds overlap; responses are written in request order.
 
 mod broker;
+mod buffers;
 mod connection;
 pub mod coordinator;
 mod errors;

@@ -33,7 +33,13 @@ struct Read {
     error: Option<ResponseError>,
     high_watermark: i64,
     log_start_offset: i64,
-    records: Vec<u8>,
+    records: Bytes,
+}
+
+impl Read {
+    fn failed(error: ResponseError, high_watermark: i64, log_start_offset: i64) -> Read {
+        Read { error: Some(error), high_watermark, log_start_offset, records: Bytes::new() }
+    }
 }
 
 pub(crate) fn handle(broker: &Arc<Broker>, version: i16, request: FetchRequest) -> Reply {
@@ -113,7 +119,7 @@ async fn fetch(broker: Arc<Broker>, version: i16, request: FetchRequest) -> Fetc
             part.error_code = e.code();
         }
         part.aborted_transactions = (request.isolation_level == 1).then(Vec::new);
-        part.records = Some(Bytes::from(read.records));
+        part.records = Some(read.records);
         response.responses[w.topic].partitions.push(part);
     }
     response
@@ -121,6 +127,7 @@ async fn fetch(broker: Arc<Broker>, version: i16, request: FetchRequest) -> Fetc
 
 /// Reads every partition once, within the response byte budget (KIP-74: the first
 /// batch of the first partition with data is returned even if it alone is larger).
+/// All record sets go into one pooled buffer; each partition's is a slice of it.
 async fn read_all(broker: &Arc<Broker>, wanted: &[Wanted], max_bytes: usize) -> Vec<Read> {
     let jobs: Vec<_> = wanted
         .iter()
@@ -128,59 +135,52 @@ async fn read_all(broker: &Arc<Broker>, wanted: &[Wanted], max_bytes: usize) -> 
         .collect();
     let broker = broker.clone();
     let result = tokio::task::spawn_blocking(move || {
+        let wanted_bytes = jobs.iter().fold(0usize, |sum, job| sum.saturating_add(job.2));
+        let mut buf = broker.fetch_buffers.take(wanted_bytes.min(max_bytes).min(MAX_FETCH_RESERVE));
         let mut budget = max_bytes;
         let mut first = true;
-        jobs.into_iter()
+        let mut reads: Vec<(Read, std::ops::Range<usize>)> = jobs
+            .into_iter()
             .map(|(target, offset, partition_max)| {
-                let uid = match target {
-                    Ok(uid) => uid,
-                    Err(e) => {
-                        return Read { error: Some(e), high_watermark: -1, log_start_offset: -1, records: Vec::new() }
-                    }
+                let start = buf.len();
+                let read = match target {
+                    Ok(uid) => read_one(&broker, uid, offset, partition_max.min(budget), first, &mut buf),
+                    Err(e) => Read::failed(e, -1, -1),
                 };
-                let mut records = Vec::new();
-                let limit = partition_max.min(budget);
-                match broker.replication.read(uid, offset, limit, first, &mut records) {
-                    Ok(outcome) => {
-                        if !records.is_empty() {
-                            first = false;
-                        }
-                        budget = budget.saturating_sub(records.len());
-                        Read {
-                            error: None,
-                            high_watermark: outcome.high_watermark,
-                            log_start_offset: outcome.log_start_offset,
-                            records,
-                        }
-                    }
-                    Err(e) => {
-                        let (hw, start) = match &e {
-                            ReplicationError::OffsetOutOfRange { high_watermark, log_start, .. } => {
-                                (*high_watermark, *log_start)
-                            }
-                            _ => (-1, -1),
-                        };
-                        Read {
-                            error: Some(errors::replication(&e)),
-                            high_watermark: hw,
-                            log_start_offset: start,
-                            records,
-                        }
-                    }
+                if buf.len() > start {
+                    first = false;
                 }
+                budget = budget.saturating_sub(buf.len() - start);
+                (read, start..buf.len())
             })
-            .collect::<Vec<_>>()
+            .collect();
+        let records = broker.fetch_buffers.share(buf);
+        for (read, range) in &mut reads {
+            read.records = records.slice(range.clone());
+        }
+        reads.into_iter().map(|(read, _)| read).collect::<Vec<_>>()
     })
     .await;
-    result.unwrap_or_else(|_| {
-        wanted
-            .iter()
-            .map(|_| Read {
-                error: Some(ResponseError::UnknownServerError),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Vec::new(),
-            })
-            .collect()
-    })
+    result.unwrap_or_else(|_| wanted.iter().map(|_| Read::failed(ResponseError::UnknownServerError, -1, -1)).collect())
+}
+
+/// The most one Fetch reserves up front; a larger answer grows its buffer as it goes.
+const MAX_FETCH_RESERVE: usize = 64 << 20;
+
+fn read_one(broker: &Broker, uid: u64, offset: i64, limit: usize, min_one: bool, buf: &mut Vec<u8>) -> Read {
+    match broker.replication.read(uid, offset, limit, min_one, buf) {
+        Ok(outcome) => Read {
+            error: None,
+            high_watermark: outcome.high_watermark,
+            log_start_offset: outcome.log_start_offset,
+            records: Bytes::new(),
+        },
+        Err(e) => {
+            let (hw, start) = match &e {
+                ReplicationError::OffsetOutOfRange { high_watermark, log_start, .. } => (*high_watermark, *log_start),
+                _ => (-1, -1),
+            };
+            Read::failed(errors::replication(&e), hw, start)
+        }
+    }
 }

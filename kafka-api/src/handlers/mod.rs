@@ -35,14 +35,14 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 
 use crate::broker::Broker;
+use crate::frame::ResponseFrame;
 
 /// A response frame still being produced: `Ok(None)` sends nothing (acks=0); `Err`
 /// means it could not be encoded, and the connection is closed rather than left waiting.
-pub(crate) type PendingResponse = Pin<Box<dyn Future<Output = Result<Option<Bytes>, ()>> + Send>>;
+pub(crate) type PendingResponse = Pin<Box<dyn Future<Output = Result<Option<ResponseFrame>, ()>> + Send>>;
 
 pub(crate) enum Reply {
     Now(Box<ResponseKind>),
