@@ -3,9 +3,11 @@
 # single node) and then against a Chronik node, one after the other, on loopback.
 # Prints each figure for both and the ratio Chronik/Kafka.
 #   cargo build --release --bin chronik
-#   benches/compare/run.sh [--kafka-fsync]       e.g. COUNT=300000 benches/compare/run.sh
+#   benches/compare/run.sh [--kafka-fsync]       e.g. COUNT=300000 RUNS=3 benches/compare/run.sh
 # --kafka-fsync adds a Kafka run with log.flush.interval.messages=1 (fsync every write).
-# Env: COUNT (1000000), RATE (20000 records/s for latency), LATENCY_FLAGS (see below),
+# RUNS=N measures every system N times, in turn (Kafka, Kafka fsync, Chronik, Kafka, ...),
+# and reports the median of each figure: single runs on a small VM vary by tens of percent.
+# Env: COUNT (1000000), RUNS (1), RATE (20000 records/s for latency), LATENCY_FLAGS (see below),
 # CHRONIK_BIN, KAFKA_VERSION (4.1.1), CHRONIK_COMPARE_CACHE (/var/tmp/chronik-compare:
 # Kafka jars; scratch data).
 set -euo pipefail
@@ -18,6 +20,7 @@ case ${1:-} in
   *) echo "usage: $0 [--kafka-fsync]" >&2; exit 2 ;;
 esac
 COUNT=${COUNT:-1000000}
+RUNS=${RUNS:-1}
 RATE=${RATE:-20000}
 # Latency runs cap in-flight requests at the Java client's default (5): with librdkafka's
 # default (1000000) and linger.ms=0, every record is its own pipelined request and Kafka,
@@ -119,12 +122,13 @@ bench() {  # KIND EXPECTED_RECORDS ARGS...: one `chronik bench` run; prints its 
     || die "chronik bench $kind $* failed" "$RUN/bench.err"
   jq -e --argjson n "$n" '.records == $n and (.errors // 0) == 0' <<<"$out" >/dev/null \
     || echo "warning: incomplete run (bench $kind $*): $out" >&2
+  jq -r --arg k "$kind" '"  \($k): \(.mib_per_s) MiB/s, p99 \(.latency_ms.p99 // "-") ms"' <<<"$out" >&2
   echo "$out"
 }
 
-declare -A J  # [system,figure,partitions] -> JSON line
-measure() {  # SYSTEM PORT: the node is starting; wait until it takes writes, then measure
-  local sys=$1 b=127.0.0.1:$2 p ready=false
+declare -A J  # [system,figure,partitions,run] -> JSON line
+measure() {  # SYSTEM PORT RUN: the node is starting; wait until it takes writes, then measure
+  local sys=$1 b=127.0.0.1:$2 run=$3 p ready=false
   for _ in $(seq 60); do  # the warm-up doubles as readiness check (a topic can be created)
     kill -0 "$PID" 2>/dev/null || die "$sys exited" "$LOG"
     if listening "$2" && timeout 120 "$BIN" bench produce --bootstrap "$b" --topic warmup \
@@ -139,12 +143,12 @@ measure() {  # SYSTEM PORT: the node is starting; wait until it takes writes, th
   done
   sleep 2
   for p in 1 16; do
-    echo "$sys: $p partition(s)" >&2
-    J[$sys,produce,$p]=$(bench produce "$COUNT" --bootstrap "$b" --topic "tput-$p" --partitions "$p" \
+    echo "$sys: $p partition(s), run $run of $RUNS" >&2
+    J[$sys,produce,$p,$run]=$(bench produce "$COUNT" --bootstrap "$b" --topic "tput-$p" --partitions "$p" \
       --count "$COUNT" --acks all)
-    J[$sys,consume,$p]=$(bench consume "$COUNT" --bootstrap "$b" --topic "tput-$p" --partitions "$p" \
+    J[$sys,consume,$p,$run]=$(bench consume "$COUNT" --bootstrap "$b" --topic "tput-$p" --partitions "$p" \
       --count "$COUNT")
-    J[$sys,latency,$p]=$(bench produce $((COUNT / 5)) --bootstrap "$b" --topic "lat-$p" --partitions "$p" \
+    J[$sys,latency,$p,$run]=$(bench produce $((COUNT / 5)) --bootstrap "$b" --topic "lat-$p" --partitions "$p" \
       --count $((COUNT / 5)) --acks all --rate "$RATE" "${LAT[@]}")
   done
   stop
@@ -157,27 +161,42 @@ for port in "$KAFKA_PORT" $((KAFKA_PORT + 1)) "$CHRONIK_PORT" $((CHRONIK_PORT + 
 done
 SYSTEMS=(kafka)
 NAMES=("Kafka $KAFKA_VERSION")
-start_kafka false
-measure kafka "$KAFKA_PORT"
 if $KAFKA_FSYNC; then
   SYSTEMS+=(kafka-fsync)
   NAMES+=("Kafka fsync")
-  start_kafka true
-  measure kafka-fsync "$KAFKA_PORT"
 fi
 SYSTEMS+=(chronik)
 NAMES+=(Chronik)
-start_chronik
-measure chronik "$CHRONIK_PORT"
+# Every system starts with the same page cache: the previous one's written data, still
+# being written back, otherwise slows the next one's writes (by up to 2x, measured).
+drop_page_cache() {
+  sync
+  if [[ -w /proc/sys/vm/drop_caches ]]; then echo 3 >/proc/sys/vm/drop_caches; fi
+}
+for run in $(seq "$RUNS"); do
+  for sys in "${SYSTEMS[@]}"; do
+    drop_page_cache
+    case $sys in
+      kafka) start_kafka false; measure kafka "$KAFKA_PORT" "$run" ;;
+      kafka-fsync) start_kafka true; measure kafka-fsync "$KAFKA_PORT" "$run" ;;
+      chronik) start_chronik; measure chronik "$CHRONIK_PORT" "$run" ;;
+    esac
+  done
+done
 
 # Table: one column per system, then Chronik divided by each Kafka column.
 cols=("${NAMES[@]}" "Chronik/Kafka")
 if $KAFKA_FSYNC; then cols+=("Chronik/Kafka fsync"); fi
 line() { local IFS='|'; echo "$*"; }
+median() {  # SYSTEM FIGURE JQ_FIELD PARTITIONS: the median over the runs
+  local run
+  for run in $(seq "$RUNS"); do jq -r "$3" <<<"${J[$1,$2,$4,$run]}"; done \
+    | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 row() {  # LABEL FIGURE JQ_FIELD DECIMALS PARTITIONS
   local sys v c cells=() vals=()
   for sys in "${SYSTEMS[@]}"; do
-    v=$(jq -r "$3" <<<"${J[$sys,$2,$5]}")
+    v=$(median "$sys" "$2" "$3" "$5")
     vals+=("$v")
     cells+=("$(printf '%.*f' "$4" "$v")")
   done
@@ -189,6 +208,7 @@ row() {  # LABEL FIGURE JQ_FIELD DECIMALS PARTITIONS
 }
 echo
 echo "Single node, loopback, $(nproc) cores, 1 KiB records, acks=all, COUNT=$COUNT, load: chronik bench (librdkafka)."
+if ((RUNS > 1)); then echo "Each figure: the median of $RUNS runs per system, taken in turn."; fi
 echo "Throughput: linger.ms=5. Latency (lower is better): $((COUNT / 5)) records at $RATE records/s, ${LAT[*]}."
 echo
 {

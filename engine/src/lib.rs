@@ -123,6 +123,12 @@ impl Engine {
         WriteBatch { engine: self, inner: rocksdb::WriteBatch::default() }
     }
 
+    /// A batch with room for `bytes` reserved, for large batches of known size (a batch
+    /// that grows by doubling copies its contents each time).
+    pub fn batch_with_capacity(&self, bytes: usize) -> WriteBatch<'_> {
+        WriteBatch { engine: self, inner: rocksdb::WriteBatch::with_capacity_bytes(bytes) }
+    }
+
     /// Applies `batch` atomically.
     pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
         let mut opts = WriteOptions::default();
@@ -379,6 +385,11 @@ pub struct WriteBatch<'a> {
 impl WriteBatch<'_> {
     pub fn is_empty(&self) -> bool {
         self.inner.is_empty()
+    }
+
+    /// Bytes the batch holds (its encoded size).
+    pub fn size_in_bytes(&self) -> usize {
+        self.inner.size_in_bytes()
     }
 
     /// Writes what the batch holds so far (memtable only, like an apply write) and

@@ -36,9 +36,10 @@ pub(crate) async fn run(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr
             let _ = write_half.shutdown().await;
         });
         let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+        let mut frames = BytesMut::new();
         loop {
             let frame = tokio::select! {
-                frame = read_frame(&mut reader, broker.config.max_request_bytes) => frame,
+                frame = read_frame(&mut reader, &mut frames, broker.config.max_request_bytes) => frame,
                 _ = stop.changed() => break,
             };
             let frame = match frame {
@@ -78,7 +79,16 @@ enum ReadError {
 }
 
 /// Reads one length-prefixed frame; `None` at a clean end of stream.
-async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, max: usize) -> Result<Option<Bytes>, ReadError> {
+///
+/// The frame is read into `buf`, which is reused: once the previous frames have been
+/// dropped (a Produce's records are copied into its proposal), `reserve` takes their
+/// memory back. A fresh, zeroed buffer per request made every produced byte fault in and
+/// zero a page (a third of the node's page faults under produce load, perf).
+async fn read_frame(
+    reader: &mut BufReader<OwnedReadHalf>,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Bytes>, ReadError> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
@@ -86,9 +96,15 @@ async fn read_frame(reader: &mut BufReader<OwnedReadHalf>, max: usize) -> Result
         Err(e) => return Err(e.into()),
     }
     let len = frame::check_length(i32::from_be_bytes(len), max)?;
-    let mut buf = BytesMut::zeroed(len);
-    reader.read_exact(&mut buf).await?;
-    Ok(Some(buf.freeze()))
+    buf.clear();
+    buf.reserve(len);
+    let mut body = (&mut *reader).take(len as u64);
+    while buf.len() < len {
+        if body.read_buf(buf).await? == 0 {
+            return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+    Ok(Some(buf.split_to(len).freeze()))
 }
 
 /// Decodes and dispatches one request; an error closes the connection.

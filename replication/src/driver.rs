@@ -164,6 +164,7 @@ impl DriverHandle {
             rx,
             pending_log: LogBatch::default(),
             round_log: LogBatch::default(),
+            last_apply_bytes: 0,
             replies: Vec::new(),
             to_clean: Vec::new(),
             fsyncs: 0,
@@ -238,6 +239,8 @@ struct Driver {
     pending_log: LogBatch,
     /// The round's raft-engine write; kept across rounds so its buffer is reused.
     round_log: LogBatch,
+    /// Size of the last round's RocksDB write, to reserve the next one's.
+    last_apply_bytes: usize,
     replies: Vec<(Reply, ApplyResult)>,
     /// Groups of deleted partitions whose raft-engine regions are removed once the
     /// deletion is flushed to RocksDB (removing them earlier could strand a restart).
@@ -556,7 +559,8 @@ impl Driver {
 
         let apply_timer = metrics::APPLY_SECONDS.start_timer();
         let engine = self.engine.clone();
-        let mut wb = engine.batch();
+        // Sized like the last round's: consecutive rounds under load are alike.
+        let mut wb = engine.batch_with_capacity(self.last_apply_bytes);
         let mut touched = Vec::with_capacity(readies.len());
         for (id, mut ready) in readies {
             let committed = ready.take_committed_entries();
@@ -574,6 +578,7 @@ impl Driver {
                 touched.push(id);
             }
         }
+        self.last_apply_bytes = wb.size_in_bytes();
         engine.write(wb, Durability::Memtable)?;
         apply_timer.observe_duration();
         if !self.to_clean.is_empty() {
