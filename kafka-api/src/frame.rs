@@ -93,8 +93,8 @@ pub fn encode_response(
 const SPLICE_MIN: usize = 16 * 1024;
 
 /// The record sets of a Fetch response worth referencing rather than copying.
-fn large_blobs(body: &ResponseKind) -> Vec<Bytes> {
-    let ResponseKind::Fetch(fetch) = body else { return Vec::new() };
+fn large_blobs(body: &ResponseKind) -> VecDeque<Bytes> {
+    let ResponseKind::Fetch(fetch) = body else { return VecDeque::new() };
     fetch
         .responses
         .iter()
@@ -143,17 +143,18 @@ impl Buf for ResponseFrame {
 }
 
 /// The encoder's output buffer: bytes are copied into `tail`, except a slice that is
-/// exactly one of `blobs` (same address and length, so the same bytes): the encoder
-/// passes record sets by slice, and this recognises them and keeps a reference instead.
+/// exactly the next of `blobs` (same address and length, so the same bytes): the encoder
+/// passes record sets by slice, in response order, and this recognises them and keeps a
+/// reference instead.
 struct FrameBuf {
     done: Vec<Bytes>,
     done_len: usize,
     tail: BytesMut,
-    blobs: Vec<Bytes>,
+    blobs: VecDeque<Bytes>,
 }
 
 impl FrameBuf {
-    fn new(blobs: Vec<Bytes>) -> Self {
+    fn new(blobs: VecDeque<Bytes>) -> Self {
         FrameBuf { done: Vec::new(), done_len: 0, tail: BytesMut::with_capacity(1024), blobs }
     }
 
@@ -192,14 +193,16 @@ unsafe impl BufMut for FrameBuf {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        let blob = self.blobs.iter().find(|b| b.as_ptr() == src.as_ptr() && b.len() == src.len()).cloned();
-        match blob {
-            Some(blob) => {
+        // Every integer the encoder writes comes through here too: one comparison each.
+        match self.blobs.front() {
+            Some(next) if next.as_ptr() == src.as_ptr() && next.len() == src.len() => {
+                let blob = next.clone();
+                self.blobs.pop_front();
                 self.cut();
                 self.done_len += blob.len();
                 self.done.push(blob);
             }
-            None => self.tail.put_slice(src),
+            _ => self.tail.put_slice(src),
         }
     }
 }

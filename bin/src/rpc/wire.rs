@@ -9,6 +9,7 @@ use bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
+use chronik_replication::transport::wire::proto3::{put_string, put_u64, string_len, u64_len};
 pub use chronik_replication::transport::wire::ProstCodec as WireCodec;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -167,36 +168,6 @@ impl Message for MembershipReply {
 
     fn clear(&mut self) {
         *self = Self::default();
-    }
-}
-
-// A uint32 field is written exactly like a uint64 of the same value, so one helper
-// serves both.
-fn put_u64(tag: u32, v: u64, buf: &mut impl BufMut) {
-    if v != 0 {
-        encoding::uint64::encode(tag, &v, buf);
-    }
-}
-
-fn u64_len(tag: u32, v: u64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        encoding::uint64::encoded_len(tag, &v)
-    }
-}
-
-fn put_string(tag: u32, v: &String, buf: &mut impl BufMut) {
-    if !v.is_empty() {
-        encoding::string::encode(tag, v, buf);
-    }
-}
-
-fn string_len(tag: u32, v: &String) -> usize {
-    if v.is_empty() {
-        0
-    } else {
-        encoding::string::encoded_len(tag, v)
     }
 }
 

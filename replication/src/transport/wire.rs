@@ -13,6 +13,8 @@ use prost::{DecodeError, Message};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
+use self::proto3::{bytes_len, put_bytes, put_string, put_u64, string_len, u64_len};
+
 /// One round's Raft messages from one node to another.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RaftBatch {
@@ -57,27 +59,60 @@ pub struct MetaResult {
     pub message: String,
 }
 
-fn u64_len(tag: u32, v: u64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        encoding::uint64::encoded_len(tag, &v)
-    }
-}
+/// proto3 scalar fields for hand-written `prost::Message` impls: a field at its default
+/// value (0, empty) is not written. Also used by the admin API (`bin/src/rpc/wire.rs`).
+/// A uint32 is written exactly like a uint64 of the same value, so the u64 helpers
+/// serve both.
+pub mod proto3 {
+    use bytes::BufMut;
+    use prost::encoding;
 
-fn bytes_len(tag: u32, v: &Bytes) -> usize {
-    if v.is_empty() {
-        0
-    } else {
-        encoding::bytes::encoded_len(tag, v)
+    pub fn put_u64(tag: u32, v: u64, buf: &mut impl BufMut) {
+        if v != 0 {
+            encoding::uint64::encode(tag, &v, buf);
+        }
+    }
+
+    pub fn u64_len(tag: u32, v: u64) -> usize {
+        if v == 0 {
+            0
+        } else {
+            encoding::uint64::encoded_len(tag, &v)
+        }
+    }
+
+    pub fn put_bytes(tag: u32, v: &bytes::Bytes, buf: &mut impl BufMut) {
+        if !v.is_empty() {
+            encoding::bytes::encode(tag, v, buf);
+        }
+    }
+
+    pub fn bytes_len(tag: u32, v: &bytes::Bytes) -> usize {
+        if v.is_empty() {
+            0
+        } else {
+            encoding::bytes::encoded_len(tag, v)
+        }
+    }
+
+    pub fn put_string(tag: u32, v: &String, buf: &mut impl BufMut) {
+        if !v.is_empty() {
+            encoding::string::encode(tag, v, buf);
+        }
+    }
+
+    pub fn string_len(tag: u32, v: &String) -> usize {
+        if v.is_empty() {
+            0
+        } else {
+            encoding::string::encoded_len(tag, v)
+        }
     }
 }
 
 impl Message for RaftBatch {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if self.from != 0 {
-            encoding::uint64::encode(1, &self.from, buf);
-        }
+        put_u64(1, self.from, buf);
         encoding::message::encode_repeated(2, &self.messages, buf);
         encoding::message::encode_repeated(3, &self.floors, buf);
     }
@@ -110,12 +145,8 @@ impl Message for RaftBatch {
 
 impl Message for GroupMessage {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if self.group != 0 {
-            encoding::uint64::encode(1, &self.group, buf);
-        }
-        if !self.message.is_empty() {
-            encoding::bytes::encode(2, &self.message, buf);
-        }
+        put_u64(1, self.group, buf);
+        put_bytes(2, &self.message, buf);
     }
 
     fn merge_field(
@@ -143,12 +174,8 @@ impl Message for GroupMessage {
 
 impl Message for CompactFloor {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if self.group != 0 {
-            encoding::uint64::encode(1, &self.group, buf);
-        }
-        if self.index != 0 {
-            encoding::uint64::encode(2, &self.index, buf);
-        }
+        put_u64(1, self.group, buf);
+        put_u64(2, self.index, buf);
     }
 
     fn merge_field(
@@ -176,9 +203,7 @@ impl Message for CompactFloor {
 
 impl Message for SendSummary {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if self.batches != 0 {
-            encoding::uint64::encode(1, &self.batches, buf);
-        }
+        put_u64(1, self.batches, buf);
     }
 
     fn merge_field(
@@ -205,9 +230,7 @@ impl Message for SendSummary {
 
 impl Message for MetaProposal {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if !self.command.is_empty() {
-            encoding::bytes::encode(1, &self.command, buf);
-        }
+        put_bytes(1, &self.command, buf);
     }
 
     fn merge_field(
@@ -234,15 +257,9 @@ impl Message for MetaProposal {
 
 impl Message for MetaResult {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if !self.outcome.is_empty() {
-            encoding::bytes::encode(1, &self.outcome, buf);
-        }
-        if self.error != 0 {
-            encoding::uint32::encode(2, &self.error, buf);
-        }
-        if !self.message.is_empty() {
-            encoding::string::encode(3, &self.message, buf);
-        }
+        put_bytes(1, &self.outcome, buf);
+        put_u64(2, u64::from(self.error), buf);
+        put_string(3, &self.message, buf);
     }
 
     fn merge_field(
@@ -261,9 +278,7 @@ impl Message for MetaResult {
     }
 
     fn encoded_len(&self) -> usize {
-        let error = if self.error == 0 { 0 } else { encoding::uint32::encoded_len(2, &self.error) };
-        let message = if self.message.is_empty() { 0 } else { encoding::string::encoded_len(3, &self.message) };
-        bytes_len(1, &self.outcome) + error + message
+        bytes_len(1, &self.outcome) + u64_len(2, u64::from(self.error)) + string_len(3, &self.message)
     }
 
     fn clear(&mut self) {
