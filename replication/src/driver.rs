@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, Entry, EntryType, Message, Snapshot};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
-use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, ReadableSize};
+use raft_engine::{Engine as LogEngine, LogBatch};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::command::{self, MetaCommand, PartitionCommand};
@@ -137,13 +137,7 @@ impl DriverHandle {
         views: Arc<Views>,
         transport: Arc<dyn Transport>,
     ) -> Result<DriverHandle, ReplicationError> {
-        let log_config = LogConfig {
-            dir: config.raft_dir.to_string_lossy().into_owned(),
-            // Record batches arrive compressed by producers; compressing them again costs CPU.
-            batch_compression_threshold: ReadableSize(0),
-            ..Default::default()
-        };
-        let log = Arc::new(LogEngine::open(log_config)?);
+        let log = Arc::new(crate::storage::open_log(&config.raft_dir)?);
         let handle_log = log.clone();
         let (tx, rx) = unbounded();
         let mut driver = Driver {
@@ -189,6 +183,11 @@ impl DriverHandle {
 
     pub fn deliver(&self, messages: Vec<(u64, Message)>, permit: OwnedSemaphorePermit) -> Result<(), ReplicationError> {
         self.tx.send(Msg::Raft { messages, _permit: permit }).map_err(|_| ReplicationError::Shutdown)
+    }
+
+    /// Bytes of the raft-engine log files in use.
+    pub fn log_bytes(&self) -> usize {
+        self.log.get_used_size()
     }
 
     /// The first index still in group `group`'s log; `None` when it holds no entries.

@@ -1,15 +1,21 @@
 //! Keeps the Raft log short: flushes applied state to SST files, then lets the driver
-//! compact every group's log up to what that flush made durable.
+//! compact every group's log up to what that flush made durable. It runs every
+//! interval, and sooner when the log has grown by [`LOG_GC_GROWTH_BYTES`]: under load
+//! that keeps raft-engine writing over its recycled files instead of new ones.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chronik_engine::Engine;
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
 use crate::driver::DriverHandle;
+use crate::storage::LOG_GC_GROWTH_BYTES;
 use crate::view::Views;
+
+/// How often the log's size is looked at.
+const POLL: Duration = Duration::from_millis(100);
 
 pub(crate) struct LogGc {
     stop: Option<Sender<()>>,
@@ -22,7 +28,18 @@ impl LogGc {
         let thread = std::thread::Builder::new()
             .name("raft-log-gc".into())
             .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                let (mut last_run, mut low) = (Instant::now(), driver.log_bytes());
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(POLL.min(interval)) {
+                    // Growth from the smallest size since the last run (the driver purges
+                    // a little after it), not size: a log that cannot be compacted (a
+                    // replica is behind) must not make every poll flush RocksDB.
+                    let bytes = driver.log_bytes();
+                    low = low.min(bytes);
+                    if bytes - low < LOG_GC_GROWTH_BYTES && last_run.elapsed() < interval {
+                        continue;
+                    }
+                    last_run = Instant::now();
+                    low = bytes;
                     // Applied indexes read before the flush are durable after it.
                     let applied = views.applied_indexes();
                     if let Err(e) = engine.flush() {

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use chronik_engine::{Durability, Engine};
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState};
-use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, ReadableSize};
+use raft_engine::{Engine as LogEngine, LogBatch};
 
 use crate::metadata::{ClusterMeta, CONF_STATE_KEY as META_CONF_STATE_KEY};
-use crate::storage::{EntryExt, GroupStorage, CONF_STATE_KEY, HARD_STATE_KEY, TRUNCATED_KEY};
+use crate::storage::{open_log, EntryExt, GroupStorage, CONF_STATE_KEY, HARD_STATE_KEY, TRUNCATED_KEY};
 use crate::ReplicationError;
 
 /// The metadata group's id.
@@ -25,15 +25,6 @@ pub struct SeededGroup {
     pub group: u64,
     pub applied_index: u64,
     pub applied_term: u64,
-}
-
-fn open_log(dir: &Path) -> Result<LogEngine, ReplicationError> {
-    let config = LogConfig {
-        dir: dir.to_string_lossy().into_owned(),
-        batch_compression_threshold: ReadableSize(0),
-        ..Default::default()
-    };
-    Ok(LogEngine::open(config)?)
 }
 
 /// Creates the raft-engine log in `raft_dir` (which must not hold one) for every group
