@@ -185,11 +185,6 @@ impl DriverHandle {
         self.tx.send(Msg::Raft { messages, _permit: permit }).map_err(|_| ReplicationError::Shutdown)
     }
 
-    /// Bytes of the raft-engine log files in use.
-    pub fn log_bytes(&self) -> usize {
-        self.log.get_used_size()
-    }
-
     /// The first index still in group `group`'s log; `None` when it holds no entries.
     pub fn first_log_index(&self, group: u64) -> Option<u64> {
         self.log.first_index(group)
@@ -545,7 +540,8 @@ impl Driver {
         }
         if !log_batch.is_empty() {
             let _timer = metrics::PERSIST_SECONDS.start_timer();
-            self.log.write(log_batch, true)?;
+            let written = self.log.write(log_batch, true)?;
+            self.views.raft_log_written.fetch_add(written as u64, Ordering::Relaxed);
             self.fsyncs += 1;
             metrics::FSYNCS.inc();
         }

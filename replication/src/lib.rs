@@ -67,6 +67,10 @@ pub struct ReplicationConfig {
     pub max_inflight_proposals: usize,
     /// How often applied state is flushed so the Raft log can be compacted.
     pub log_gc_interval: Duration,
+    /// Raft-log growth (bytes) that starts that flush and compaction before the interval
+    /// is up: under load it keeps the log short and raft-engine writing over its recycled
+    /// files.
+    pub log_gc_growth: u64,
     /// Ticks without a leader before a follower starts an election (randomized up to
     /// twice this); heartbeats go every quarter of it.
     pub election_tick: usize,
@@ -88,6 +92,7 @@ impl ReplicationConfig {
             tick_interval: Duration::from_millis(100),
             max_inflight_proposals: 4096,
             log_gc_interval: Duration::from_secs(30),
+            log_gc_growth: 256 << 20,
             election_tick: 10,
             meta_voters: vec![node_id],
             meta_learners: Vec::new(),
@@ -150,7 +155,13 @@ impl Replication {
     ) -> Result<Replication, ReplicationError> {
         let views = Arc::new(view::Views::default());
         let driver = driver::DriverHandle::start(&config, engine.clone(), views.clone(), transport.clone())?;
-        let log_gc = log_gc::LogGc::start(config.log_gc_interval, engine.clone(), views.clone(), driver.clone());
+        let log_gc = log_gc::LogGc::start(
+            config.log_gc_interval,
+            config.log_gc_growth,
+            engine.clone(),
+            views.clone(),
+            driver.clone(),
+        );
         Ok(Replication {
             node_id: config.node_id,
             engine,

@@ -1,8 +1,9 @@
 //! Keeps the Raft log short: flushes applied state to SST files, then lets the driver
 //! compact every group's log up to what that flush made durable. It runs every
-//! interval, and sooner when the log has grown by [`LOG_GC_GROWTH_BYTES`]: under load
+//! interval, and sooner when the log has grown by a set number of bytes: under load
 //! that keeps raft-engine writing over its recycled files instead of new ones.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -11,7 +12,6 @@ use chronik_engine::Engine;
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
 use crate::driver::DriverHandle;
-use crate::storage::LOG_GC_GROWTH_BYTES;
 use crate::view::Views;
 
 /// How often the log's size is looked at.
@@ -23,23 +23,26 @@ pub(crate) struct LogGc {
 }
 
 impl LogGc {
-    pub fn start(interval: Duration, engine: Arc<Engine>, views: Arc<Views>, driver: DriverHandle) -> LogGc {
+    pub fn start(
+        interval: Duration,
+        growth: u64,
+        engine: Arc<Engine>,
+        views: Arc<Views>,
+        driver: DriverHandle,
+    ) -> LogGc {
         let (stop, stopped) = bounded::<()>(1);
         let thread = std::thread::Builder::new()
             .name("raft-log-gc".into())
             .spawn(move || {
-                let (mut last_run, mut low) = (Instant::now(), driver.log_bytes());
+                let written = || views.raft_log_written.load(Ordering::Relaxed);
+                let (mut last_run, mut written_then) = (Instant::now(), written());
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(POLL.min(interval)) {
-                    // Growth from the smallest size since the last run (the driver purges
-                    // a little after it), not size: a log that cannot be compacted (a
-                    // replica is behind) must not make every poll flush RocksDB.
-                    let bytes = driver.log_bytes();
-                    low = low.min(bytes);
-                    if bytes - low < LOG_GC_GROWTH_BYTES && last_run.elapsed() < interval {
+                    // Growth, not size: a log that cannot be compacted (a replica is
+                    // behind) must not make every poll flush RocksDB.
+                    if written() - written_then < growth && last_run.elapsed() < interval {
                         continue;
                     }
-                    last_run = Instant::now();
-                    low = bytes;
+                    (last_run, written_then) = (Instant::now(), written());
                     // Applied indexes read before the flush are durable after it.
                     let applied = views.applied_indexes();
                     if let Err(e) = engine.flush() {

@@ -17,16 +17,13 @@ pub(crate) const CONF_STATE_KEY: &[u8] = b"cs";
 /// (index, term) of the last entry removed by compaction.
 pub(crate) const TRUNCATED_KEY: &[u8] = b"tr";
 
-/// Raft-log bytes written since the last log GC at which the next one starts without
-/// waiting for its interval (see `log_gc`): under load the log is compacted about this
-/// often, so it stays near [`LOG_PURGE_BYTES`].
-pub(crate) const LOG_GC_GROWTH_BYTES: usize = 256 << 20;
-/// Size of the raft-engine log at which compacted files are purged. Purged files are
+/// Size of the raft-engine log at which compacted files are purged (the log GC compacts
+/// it every `ReplicationConfig::log_gc_growth` bytes under load). Purged files are
 /// kept (up to 1.5 times this) and written over again: appends then land on allocated
 /// blocks and, usually, pages still in the page cache, which costs a fraction of
 /// extending a new file (measured in docs/PERFORMANCE.md). raft-engine's default, 10 GiB,
-/// kept that much log on disk and replayed all of it at start.
-const LOG_PURGE_BYTES: u64 = 512 << 20;
+/// kept that much log on disk and read all of it at every start.
+const LOG_PURGE_BYTES: u64 = 1 << 30;
 const LOG_FILE_BYTES: u64 = 64 << 20;
 
 /// Opens (creating if needed) the node's raft-engine log in `dir`.

@@ -25,6 +25,8 @@ pub(crate) struct Views {
     meta_members: RwLock<(Vec<u64>, Vec<u64>)>,
     /// Metadata snapshots this node installed (it joined after log compaction).
     pub snapshots_installed: AtomicU64,
+    /// Bytes the driver has written to the raft-engine log (read by the log compactor).
+    pub raft_log_written: AtomicU64,
 }
 
 impl Views {

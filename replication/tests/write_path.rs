@@ -91,3 +91,48 @@ async fn appends_reads_trims_and_recovery() {
     assert_eq!(epochs[1].1, 30);
     assert!(epochs[1].0 > epochs[0].0);
 }
+
+#[tokio::test]
+async fn the_raft_log_is_compacted_once_it_grows_without_waiting_for_the_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(Engine::open(&dir.path().join("db")).expect("engine"));
+    let mut config = ReplicationConfig::new(1, dir.path().join("raft"));
+    config.log_gc_interval = Duration::from_secs(3600);
+    config.log_gc_growth = 256 << 10;
+    let r = Replication::start(config, engine).expect("replication");
+    let create = MetaCommand::CreateTopic {
+        name: "t".into(),
+        topic_id: [7; 16],
+        replicas: vec![vec![1]],
+        configs: Default::default(),
+    };
+    assert_eq!(r.propose_meta(create).await.expect("create"), MetaOutcome::Done);
+    let uid = r.cluster().topics["t"].partitions[0].uid;
+    wait_leader(&r, uid).await;
+
+    // 64 batches of 10 records of 1 KiB: 640 KiB of log, well past the growth threshold.
+    let value = vec![b'v'; 1024];
+    let values = vec![value.as_slice(); 10];
+    for i in 0..64 {
+        let data = TestBatch { first_timestamp: i, ..TestBatch::default() }.encode(&values).to_vec();
+        r.submit_append(uid, &data).await.expect("submit").await.expect("applied");
+    }
+    let mut compacted = false;
+    for _ in 0..500 {
+        if r.first_log_index(uid).is_none_or(|first| first > 32) {
+            compacted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(compacted, "log still starts at {:?} an hour before the interval", r.first_log_index(uid));
+    r.shutdown();
+    drop(r);
+
+    // The records the compacted entries carried come back from RocksDB after a restart.
+    let r = open(dir.path());
+    wait_leader(&r, uid).await;
+    assert_eq!(r.partition(uid).expect("view").high_watermark(), 640);
+    let mut out = Vec::new();
+    assert_eq!(r.read(uid, 0, 1 << 20, true, &mut out).expect("read").batches, 64);
+}
