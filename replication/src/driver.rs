@@ -74,7 +74,12 @@ enum Msg {
         messages: Vec<(u64, Message)>,
         _permit: OwnedSemaphorePermit,
     },
-    Compact(Vec<(u64, u64)>),
+    /// Compact each (group, applied index) pair's log; `done` is dropped once that is
+    /// written.
+    Compact {
+        applied: Vec<(u64, u64)>,
+        done: Sender<()>,
+    },
     /// (group, index) pairs from leaders: every replica has the log up to the index.
     Floors(Vec<(u64, u64)>),
     /// Hand every led replicated group to its most caught-up follower (before shutdown).
@@ -137,7 +142,7 @@ impl DriverHandle {
         views: Arc<Views>,
         transport: Arc<dyn Transport>,
     ) -> Result<DriverHandle, ReplicationError> {
-        let log = Arc::new(crate::storage::open_log(&config.raft_dir)?);
+        let log = Arc::new(crate::storage::open_log(&config.raft_dir, config.raft_log_files)?);
         let handle_log = log.clone();
         let (tx, rx) = unbounded();
         let mut driver = Driver {
@@ -198,8 +203,19 @@ impl DriverHandle {
         self.tx.send(Msg::Floors(floors)).map_err(|_| ReplicationError::Shutdown)
     }
 
+    /// Compacts each (group, applied index) pair's log as far as every replica allows,
+    /// then purges the files nothing needs any more. Called from the log GC thread: a
+    /// purge may rewrite the entries of groups held back by a lagging replica, which
+    /// must not stall the driver's rounds (and so its heartbeats).
     pub fn compact(&self, applied: Vec<(u64, u64)>) -> Result<(), ReplicationError> {
-        self.tx.send(Msg::Compact(applied)).map_err(|_| ReplicationError::Shutdown)
+        let (done, written) = crossbeam_channel::bounded(0);
+        self.tx.send(Msg::Compact { applied, done }).map_err(|_| ReplicationError::Shutdown)?;
+        // Disconnected, not a message: the driver drops `done` after the write (or stops).
+        let _ = written.recv();
+        if let Err(e) = self.log.purge_expired_files() {
+            tracing::warn!(error = %e, "raft log purge failed");
+        }
+        Ok(())
     }
 
     /// Stops the driver after its current round and waits for it.
@@ -422,7 +438,7 @@ impl Driver {
                     }
                 }
             }
-            Msg::Compact(applied) => self.compact(applied),
+            Msg::Compact { applied, done: _done } => self.compact(applied),
             Msg::StepDown => {
                 for group in self.groups.values_mut() {
                     if group.node.raft.state != StateRole::Leader || group.voters.len() < 2 {
@@ -493,11 +509,10 @@ impl Driver {
                 }
             }
         }
-        if let Err(e) = self.log.write(&mut self.pending_log, false) {
+        // Synced: the purge that follows deletes files, and a crash must not keep the
+        // deletions but lose the compaction record that allowed them.
+        if let Err(e) = self.log.write(&mut self.pending_log, true) {
             tracing::warn!(error = %e, "raft log compaction write failed");
-        }
-        if let Err(e) = self.log.purge_expired_files() {
-            tracing::warn!(error = %e, "raft log purge failed");
         }
     }
 

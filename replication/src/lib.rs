@@ -55,12 +55,33 @@ pub struct AppendOutcome {
     pub log_start_offset: i64,
 }
 
+/// Sizes of the raft-engine log's files.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftLogFiles {
+    /// A file is closed and a new one started past this size.
+    pub file_bytes: u64,
+    /// Once the log is this large, files holding only compacted entries are purged.
+    /// Purged files are kept (raft-engine keeps up to 1.5 times this in files, active
+    /// ones included) and written over again: appends then land on allocated blocks
+    /// and, usually, pages still in the page cache, which costs a fraction of extending
+    /// a new file (docs/PERFORMANCE.md). raft-engine's default, 10 GiB, kept that much
+    /// log on disk and read all of it at every start.
+    pub purge_bytes: u64,
+}
+
+impl Default for RaftLogFiles {
+    fn default() -> RaftLogFiles {
+        RaftLogFiles { file_bytes: 64 << 20, purge_bytes: 1 << 30 }
+    }
+}
+
 /// Settings of the replication layer.
 #[derive(Debug, Clone)]
 pub struct ReplicationConfig {
     pub node_id: u64,
     /// Directory of the raft-engine log.
     pub raft_dir: PathBuf,
+    pub raft_log_files: RaftLogFiles,
     /// One Raft tick; elections and heartbeats count in ticks.
     pub tick_interval: Duration,
     /// Proposals waiting for apply, node-wide; producers wait beyond this.
@@ -89,6 +110,7 @@ impl ReplicationConfig {
         ReplicationConfig {
             node_id,
             raft_dir,
+            raft_log_files: RaftLogFiles::default(),
             tick_interval: Duration::from_millis(100),
             max_inflight_proposals: 4096,
             log_gc_interval: Duration::from_secs(30),

@@ -14,7 +14,7 @@ use raft_engine::{Engine as LogEngine, LogBatch};
 
 use crate::metadata::{ClusterMeta, CONF_STATE_KEY as META_CONF_STATE_KEY};
 use crate::storage::{open_log, EntryExt, GroupStorage, CONF_STATE_KEY, HARD_STATE_KEY, TRUNCATED_KEY};
-use crate::ReplicationError;
+use crate::{RaftLogFiles, ReplicationError};
 
 /// The metadata group's id.
 pub const META_GROUP: u64 = 0;
@@ -42,7 +42,7 @@ pub fn seed_raft_log(raft_dir: &Path, engine: &Engine, node_id: u64) -> Result<V
             groups.push((p.uid, p.replicas.clone()));
         }
     }
-    let log = open_log(raft_dir)?;
+    let log = open_log(raft_dir, RaftLogFiles::default())?;
     let mut batch = LogBatch::default();
     let mut seeded = Vec::with_capacity(groups.len());
     for (group, voters) in groups {
@@ -96,7 +96,7 @@ impl LogReader {
         }
         copy_dir(raft_dir, scratch)
             .map_err(|e| ReplicationError::Internal(format!("cannot copy {}: {e}", raft_dir.display())))?;
-        Ok(LogReader { log: Arc::new(open_log(scratch)?) })
+        Ok(LogReader { log: Arc::new(open_log(scratch, RaftLogFiles::default())?) })
     }
 
     pub fn groups(&self) -> Vec<u64> {

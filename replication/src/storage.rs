@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::RaftLogFiles;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -17,23 +18,14 @@ pub(crate) const CONF_STATE_KEY: &[u8] = b"cs";
 /// (index, term) of the last entry removed by compaction.
 pub(crate) const TRUNCATED_KEY: &[u8] = b"tr";
 
-/// Size of the raft-engine log at which compacted files are purged (the log GC compacts
-/// it every `ReplicationConfig::log_gc_growth` bytes under load). Purged files are
-/// kept (up to 1.5 times this) and written over again: appends then land on allocated
-/// blocks and, usually, pages still in the page cache, which costs a fraction of
-/// extending a new file (measured in docs/PERFORMANCE.md). raft-engine's default, 10 GiB,
-/// kept that much log on disk and read all of it at every start.
-const LOG_PURGE_BYTES: u64 = 1 << 30;
-const LOG_FILE_BYTES: u64 = 64 << 20;
-
 /// Opens (creating if needed) the node's raft-engine log in `dir`.
-pub(crate) fn open_log(dir: &Path) -> Result<LogEngine, raft_engine::Error> {
+pub(crate) fn open_log(dir: &Path, files: RaftLogFiles) -> Result<LogEngine, raft_engine::Error> {
     LogEngine::open(LogConfig {
         dir: dir.to_string_lossy().into_owned(),
         // Record batches arrive compressed by producers; compressing them again costs CPU.
         batch_compression_threshold: ReadableSize(0),
-        target_file_size: ReadableSize(LOG_FILE_BYTES),
-        purge_threshold: ReadableSize(LOG_PURGE_BYTES),
+        target_file_size: ReadableSize(files.file_bytes),
+        purge_threshold: ReadableSize(files.purge_bytes),
         enable_log_recycle: true,
         ..Default::default()
     })

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chronik_engine::Engine;
 use chronik_replication::command::MetaCommand;
-use chronik_replication::{MetaOutcome, MetaRejection, Replication, ReplicationConfig, ReplicationError};
+use chronik_replication::{MetaOutcome, MetaRejection, RaftLogFiles, Replication, ReplicationConfig, ReplicationError};
 use chronik_tests::raw::TestBatch;
 
 fn batch(count: usize, first_timestamp: i64) -> Vec<u8> {
@@ -135,4 +135,74 @@ async fn the_raft_log_is_compacted_once_it_grows_without_waiting_for_the_interva
     assert_eq!(r.partition(uid).expect("view").high_watermark(), 640);
     let mut out = Vec::new();
     assert_eq!(r.read(uid, 0, 1 << 20, true, &mut out).expect("read").batches, 64);
+}
+
+/// Opens every raft-engine log file in `dir` not yet in `seen` (by inode). Holding them
+/// open keeps a deleted file's inode from being reused, so distinct inodes are distinct
+/// files, while a recycled file keeps its inode under its new name.
+fn hold_raft_log_files(dir: &std::path::Path, seen: &mut std::collections::HashMap<u64, std::fs::File>) {
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(dir).expect("raft dir") {
+        let entry = entry.expect("entry");
+        if !entry.file_name().to_string_lossy().contains(".raftlog") {
+            continue;
+        }
+        // Renamed or purged since the listing: seen on a later call, or gone.
+        let Ok(file) = std::fs::File::open(entry.path()) else { continue };
+        let inode = file.metadata().expect("metadata").ino();
+        seen.entry(inode).or_insert(file);
+    }
+}
+
+#[tokio::test]
+async fn purged_raft_log_files_are_written_over_and_a_restart_reads_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raft_dir = dir.path().join("raft");
+    let files = RaftLogFiles { file_bytes: 1 << 20, purge_bytes: 4 << 20 };
+    let start = |dir: &std::path::Path| {
+        let engine = Arc::new(Engine::open(&dir.join("db")).expect("engine"));
+        let mut config = ReplicationConfig::new(1, dir.join("raft"));
+        config.raft_log_files = files;
+        config.log_gc_growth = 1 << 20;
+        Replication::start(config, engine).expect("replication")
+    };
+    let r = start(dir.path());
+    let create = MetaCommand::CreateTopic {
+        name: "t".into(),
+        topic_id: [8; 16],
+        replicas: vec![vec![1]],
+        configs: Default::default(),
+    };
+    assert_eq!(r.propose_meta(create).await.expect("create"), MetaOutcome::Done);
+    let uid = r.cluster().topics["t"].partitions[0].uid;
+    wait_leader(&r, uid).await;
+
+    // 24 MiB through 1 MiB files: without purging and recycling that is 24 files.
+    let value = vec![b'r'; 8 << 10];
+    let values = vec![value.as_slice(); 16];
+    let mut files_seen = std::collections::HashMap::new();
+    for i in 0..192 {
+        let data = TestBatch { first_timestamp: i, ..TestBatch::default() }.encode(&values).to_vec();
+        r.submit_append(uid, &data).await.expect("submit").await.expect("applied");
+        if i % 8 == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await; // let the log GC poll
+            hold_raft_log_files(&raft_dir, &mut files_seen);
+        }
+    }
+    hold_raft_log_files(&raft_dir, &mut files_seen);
+    let names = std::fs::read_dir(&raft_dir).expect("raft dir").count();
+    assert!(names <= 10, "{names} files in the raft dir: the log was not purged");
+    let distinct = files_seen.len();
+    assert!(distinct <= 12, "{distinct} distinct raft log files for 24 MiB: purged files were not reused");
+    drop(files_seen);
+    r.shutdown();
+    drop(r);
+
+    let r = start(dir.path());
+    wait_leader(&r, uid).await;
+    assert_eq!(r.partition(uid).expect("view").high_watermark(), 192 * 16);
+    let mut out = Vec::new();
+    assert_eq!(r.read(uid, 0, 64 << 20, true, &mut out).expect("read").batches, 192);
+    let next = r.submit_append(uid, &batch(1, 5000)).await.expect("submit").await.expect("applied");
+    assert_eq!(next.base_offset, 192 * 16);
 }
