@@ -185,7 +185,7 @@ async fn purged_raft_log_files_are_written_over_and_a_restart_reads_everything()
         let data = TestBatch { first_timestamp: i, ..TestBatch::default() }.encode(&values).to_vec();
         r.submit_append(uid, &data).await.expect("submit").await.expect("applied");
         if i % 8 == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await; // let the log GC poll
+            tokio::time::sleep(Duration::from_millis(120)).await; // longer than one log GC poll
             hold_raft_log_files(&raft_dir, &mut files_seen);
         }
     }
