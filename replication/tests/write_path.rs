@@ -29,6 +29,20 @@ async fn wait_leader(r: &Replication, uid: u64) {
     panic!("partition {uid} elected no leader");
 }
 
+/// Creates topic `name` with one partition on node 1 and waits for its leader.
+async fn create_single_partition_topic(r: &Replication, name: &str) -> u64 {
+    let create = MetaCommand::CreateTopic {
+        name: name.into(),
+        topic_id: [name.len() as u8; 16],
+        replicas: vec![vec![1]],
+        configs: Default::default(),
+    };
+    assert_eq!(r.propose_meta(create).await.expect("create"), MetaOutcome::Done);
+    let uid = r.cluster().topics[name].partitions[0].uid;
+    wait_leader(r, uid).await;
+    uid
+}
+
 #[tokio::test]
 async fn appends_reads_trims_and_recovery() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -100,15 +114,7 @@ async fn the_raft_log_is_compacted_once_it_grows_without_waiting_for_the_interva
     config.log_gc_interval = Duration::from_secs(3600);
     config.log_gc_growth = 256 << 10;
     let r = Replication::start(config, engine).expect("replication");
-    let create = MetaCommand::CreateTopic {
-        name: "t".into(),
-        topic_id: [7; 16],
-        replicas: vec![vec![1]],
-        configs: Default::default(),
-    };
-    assert_eq!(r.propose_meta(create).await.expect("create"), MetaOutcome::Done);
-    let uid = r.cluster().topics["t"].partitions[0].uid;
-    wait_leader(&r, uid).await;
+    let uid = create_single_partition_topic(&r, "t").await;
 
     // 64 batches of 10 records of 1 KiB: 640 KiB of log, well past the growth threshold.
     let value = vec![b'v'; 1024];
@@ -167,15 +173,7 @@ async fn purged_raft_log_files_are_written_over_and_a_restart_reads_everything()
         Replication::start(config, engine).expect("replication")
     };
     let r = start(dir.path());
-    let create = MetaCommand::CreateTopic {
-        name: "t".into(),
-        topic_id: [8; 16],
-        replicas: vec![vec![1]],
-        configs: Default::default(),
-    };
-    assert_eq!(r.propose_meta(create).await.expect("create"), MetaOutcome::Done);
-    let uid = r.cluster().topics["t"].partitions[0].uid;
-    wait_leader(&r, uid).await;
+    let uid = create_single_partition_topic(&r, "t").await;
 
     // 24 MiB through 1 MiB files: without purging and recycling that is 24 files.
     let value = vec![b'r'; 8 << 10];
