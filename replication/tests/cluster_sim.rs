@@ -140,6 +140,8 @@ struct Sim {
     ids: Vec<u64>,
     nodes: HashMap<u64, Arc<Replication>>,
     _dirs: Vec<tempfile::TempDir>,
+    /// Next producer sequence per partition (see [`Sim::append`]).
+    sequences: Mutex<HashMap<u64, i32>>,
 }
 
 impl Sim {
@@ -154,7 +156,8 @@ impl Sim {
         println!("cluster simulation seed: {seed} (replay with CHRONIK_SEED={seed})");
         let net = Net::new(seed);
         let ids: Vec<u64> = (1..=size).collect();
-        let mut sim = Sim { seed, net, ids: ids.clone(), nodes: HashMap::new(), _dirs: Vec::new() };
+        let mut sim =
+            Sim { seed, net, ids: ids.clone(), nodes: HashMap::new(), _dirs: Vec::new(), sequences: Mutex::default() };
         for &id in &ids {
             sim.add_node(id, &ids, &configure);
         }
@@ -236,15 +239,22 @@ impl Sim {
     }
 
     /// Appends one batch of `count` records through whichever node of `among` leads,
-    /// retrying across elections; returns its base offset.
+    /// retrying across elections; returns its base offset. It writes as an idempotent
+    /// producer: an answer lost with a leader does not mean the entry was, and a retry
+    /// of a batch that did commit gets the first copy's offset instead of a second copy.
     async fn append(&self, uid: u64, among: &[u64], count: usize) -> i64 {
         let values = vec![b"record".as_slice(); count];
-        let records = TestBatch::default().encode(&values);
+        let sequence = *self.sequences.lock().expect("sequences").get(&uid).unwrap_or(&0);
+        let batch = TestBatch { producer_id: 1, producer_epoch: 0, base_sequence: sequence, ..TestBatch::default() };
+        let records = batch.encode(&values);
         for _ in 0..300 {
             let leader = self.wait_leader(uid, among).await;
             let Ok(pending) = self.node(leader).submit_append(uid, &records).await else { continue };
             match tokio::time::timeout(Duration::from_secs(5), pending).await {
-                Ok(Ok(outcome)) => return outcome.base_offset,
+                Ok(Ok(outcome)) => {
+                    self.sequences.lock().expect("sequences").insert(uid, sequence + count as i32);
+                    return outcome.base_offset;
+                }
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
