@@ -423,9 +423,12 @@ pub fn consume(consumer: &BaseConsumer, count: usize, timeout: Duration) -> Vec<
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
             }),
-            // librdkafka reports a dropped connection and then reconnects by itself: a
-            // lost record still fails the caller's count check.
-            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure))) => {}
+            // librdkafka reports a dropped connection (and, with one broker, that all are
+            // down) and then reconnects by itself: a lost record still fails the caller's
+            // count check.
+            Some(Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
+            ))) => {}
             Some(Err(e)) => panic!("consumer error: {e}"),
             None => {}
         }
