@@ -81,6 +81,7 @@ pub struct ReplicationConfig {
     pub node_id: u64,
     /// Directory of the raft-engine log.
     pub raft_dir: PathBuf,
+    /// Sizes of its files, and when compacted ones are purged.
     pub raft_log_files: RaftLogFiles,
     /// One Raft tick; elections and heartbeats count in ticks.
     pub tick_interval: Duration,

@@ -7,11 +7,12 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::RaftLogFiles;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, MessageExt, ReadableSize};
+
+use crate::RaftLogFiles;
 
 pub(crate) const HARD_STATE_KEY: &[u8] = b"hs";
 pub(crate) const CONF_STATE_KEY: &[u8] = b"cs";
