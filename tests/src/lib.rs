@@ -211,6 +211,12 @@ impl Node {
         self.spawn();
     }
 
+    /// Starts the process again on the same data dir and ports, with other extra flags.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     pub fn http_get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect((self.host.as_str(), self.http_port)).expect("http connect");

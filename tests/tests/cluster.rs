@@ -214,6 +214,25 @@ async fn every_node_names_the_leaders_of_partitions_it_does_not_host() {
     }
 }
 
+/// A node names itself at the Kafka address it was started with, also before the
+/// metadata group has recorded that address (here never: it lost its quorum). Otherwise
+/// a restored or moved node sends clients to its old address, maybe another process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_names_itself_at_its_new_address_before_the_cluster_records_it() {
+    use kafka_protocol::messages::MetadataRequest;
+    let mut cluster = Cluster::start(48, 3, &[]);
+    cluster.node(2).kill9();
+    cluster.node(3).kill9();
+    let node = cluster.node(1);
+    let moved = format!("{}:9192", node.host);
+    node.restart_with(&["--advertise-kafka-addr", &moved]);
+    let metadata = chronik_tests::raw::RawClient::connect(&node.bootstrap()).request(12, &MetadataRequest::default());
+    let me = metadata.brokers.iter().find(|b| b.node_id.0 == 1).expect("node 1 is listed");
+    assert_eq!(format!("{}:{}", me.host, me.port), moved, "node 1 names its own new address");
+    let other = metadata.brokers.iter().find(|b| b.node_id.0 == 2).expect("node 2 is still listed");
+    assert_eq!(other.port, 9092, "the other nodes keep their recorded addresses");
+}
+
 /// Consumes partition 0 of "failover" from the start while the leader changes; checks
 /// each record arrives at the next offset with its own value. Returns the offsets read.
 fn read_through_failover(bootstrap: &str) -> Vec<i64> {

@@ -45,19 +45,19 @@ pub(crate) fn cluster_id(broker: &Broker) -> String {
     broker.replication.cluster().cluster_id.clone().unwrap_or_else(|| broker.config.cluster_id.clone())
 }
 
-/// The nodes replicas can be placed on: every registered node, and this one.
+/// The nodes replicas can be placed on: every registered node, and this one. This node
+/// is always described at the Kafka address it was started with: its registration
+/// catches up through the metadata group, and until then (a restored or moved node, or a
+/// metadata group without quorum) the recorded address may be another process's.
 pub(crate) fn known_nodes(broker: &Broker) -> Vec<NodeInfo> {
     let mut nodes: Vec<NodeInfo> = broker.replication.cluster().nodes.values().cloned().collect();
     let me = broker.config.node_id as u64;
-    if !nodes.iter().any(|n| n.id == me) {
-        nodes.push(NodeInfo {
-            id: me,
-            kafka_host: broker.config.advertised_host.clone(),
-            kafka_port: broker.config.advertised_port as u16,
-            rack: None,
-            dc: None,
-            rpc_addr: None,
-        });
+    let (host, port) = (broker.config.advertised_host.clone(), broker.config.advertised_port as u16);
+    match nodes.iter_mut().find(|n| n.id == me) {
+        Some(node) => (node.kafka_host, node.kafka_port) = (host, port),
+        None => {
+            nodes.push(NodeInfo { id: me, kafka_host: host, kafka_port: port, rack: None, dc: None, rpc_addr: None })
+        }
     }
     nodes
 }
