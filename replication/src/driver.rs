@@ -25,14 +25,14 @@ use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, Entry, EntryType, Message, Snapshot};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
-use raft_engine::{Engine as LogEngine, LogBatch};
+use raft_engine::LogBatch;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::command::{self, MetaCommand, PartitionCommand};
 use crate::groups;
 use crate::metadata::{ClusterMeta, MetaEffects, MetaOutcome, MetaRejection, PartitionMeta, CONF_STATE_KEY};
 use crate::partition::PartitionMachine;
-use crate::storage::GroupStorage;
+use crate::storage::{GroupStorage, LogEngine};
 use crate::transport::Transport;
 use crate::view::{PartitionView, Views};
 use crate::{logger, metrics, AppendError, AppendOutcome, ReplicationConfig, ReplicationError};

@@ -16,6 +16,7 @@ pub mod command;
 mod driver;
 mod error;
 pub mod groups;
+mod log_files;
 mod log_gc;
 mod logger;
 mod meta_snapshot;

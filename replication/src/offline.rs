@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use chronik_engine::{Durability, Engine};
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState};
-use raft_engine::{Engine as LogEngine, LogBatch};
+use raft_engine::LogBatch;
 
 use crate::metadata::{ClusterMeta, CONF_STATE_KEY as META_CONF_STATE_KEY};
-use crate::storage::{open_log, EntryExt, GroupStorage, CONF_STATE_KEY, HARD_STATE_KEY, TRUNCATED_KEY};
+use crate::storage::{open_log, EntryExt, GroupStorage, LogEngine, CONF_STATE_KEY, HARD_STATE_KEY, TRUNCATED_KEY};
 use crate::{RaftLogFiles, ReplicationError};
 
 /// The metadata group's id.

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use raft_engine::{Config as LogConfig, Engine as LogEngine, LogBatch, MessageExt, ReadableSize};
+use raft_engine::{Config as LogConfig, LogBatch, MessageExt, ReadableSize};
 
+use crate::log_files::LogFiles;
 use crate::RaftLogFiles;
 
 pub(crate) const HARD_STATE_KEY: &[u8] = b"hs";
@@ -19,9 +20,12 @@ pub(crate) const CONF_STATE_KEY: &[u8] = b"cs";
 /// (index, term) of the last entry removed by compaction.
 pub(crate) const TRUNCATED_KEY: &[u8] = b"tr";
 
+/// Every Raft log of this crate: raft-engine over [`LogFiles`].
+pub(crate) type LogEngine = raft_engine::Engine<LogFiles>;
+
 /// Opens (creating if needed) the node's raft-engine log in `dir`.
 pub(crate) fn open_log(dir: &Path, files: RaftLogFiles) -> Result<LogEngine, raft_engine::Error> {
-    LogEngine::open(LogConfig {
+    let config = LogConfig {
         dir: dir.to_string_lossy().into_owned(),
         // Record batches arrive compressed by producers; compressing them again costs CPU.
         batch_compression_threshold: ReadableSize(0),
@@ -29,7 +33,8 @@ pub(crate) fn open_log(dir: &Path, files: RaftLogFiles) -> Result<LogEngine, raf
         purge_threshold: ReadableSize(files.purge_bytes),
         enable_log_recycle: true,
         ..Default::default()
-    })
+    };
+    LogEngine::open_with_file_system(config, Arc::new(LogFiles))
 }
 
 /// Tells raft-engine how to index raft-rs entries.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chronik_engine::Engine;
 use chronik_replication::command::MetaCommand;
+use chronik_replication::offline::LogReader;
 use chronik_replication::{MetaOutcome, MetaRejection, RaftLogFiles, Replication, ReplicationConfig, ReplicationError};
 use chronik_tests::raw::TestBatch;
 
@@ -203,4 +204,61 @@ async fn purged_raft_log_files_are_written_over_and_a_restart_reads_everything()
     assert_eq!(r.read(uid, 0, 64 << 20, true, &mut out).expect("read").batches, 192);
     let next = r.submit_append(uid, &batch(1, 5000)).await.expect("submit").await.expect("applied");
     assert_eq!(next.base_offset, 192 * 16);
+}
+
+/// Bytes of the raft-engine files in `dir` that are in the page cache, and in all
+/// (`fincore` from util-linux).
+fn raft_log_cached_and_total(dir: &std::path::Path) -> (u64, u64) {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .expect("raft dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".raftlog"))
+        .collect();
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--raw", "--output", "RES,SIZE"])
+        .args(&files)
+        .output()
+        .expect("run fincore (util-linux)");
+    assert!(out.status.success(), "fincore: {}", String::from_utf8_lossy(&out.stderr));
+    let mut sums = (0, 0);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().expect("a byte count"));
+        sums.0 += fields.next().expect("RES");
+        sums.1 += fields.next().expect("SIZE");
+    }
+    sums
+}
+
+#[tokio::test]
+async fn the_synced_raft_log_leaves_the_page_cache_and_reads_back_whole() {
+    // On disk, not tmpfs: the page cache of a tmpfs file is the file.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let r = open(dir.path());
+    let uid = create_single_partition_topic(&r, "t").await;
+
+    // 48 MiB in 128 KiB batches, all in the first 64 MiB raft-engine file.
+    let value = vec![b'c'; 8 << 10];
+    let values = vec![value.as_slice(); 16];
+    let mut sent = Vec::new();
+    for i in 0..384 {
+        let data = TestBatch { first_timestamp: i, ..TestBatch::default() }.encode(&values).to_vec();
+        r.submit_append(uid, &data).await.expect("submit").await.expect("applied");
+        sent.push(data);
+    }
+    let raft_dir = dir.path().join("raft");
+    let (cached, total) = raft_log_cached_and_total(&raft_dir);
+    assert!(total >= 48 << 20, "{total} bytes of raft log for 48 MiB appended");
+    // The file's last 16 MiB stay cached (log_files.rs), plus the pages of the write in flight.
+    assert!(cached <= 20 << 20, "{cached} of {total} raft log bytes still in the page cache");
+    r.shutdown();
+    drop(r);
+
+    // Every entry reads back from the files, byte for byte (the dropped part from disk).
+    let log = LogReader::open_copy(&raft_dir, &dir.path().join("copy")).expect("log copy");
+    let stored: Vec<_> =
+        log.group(uid, usize::MAX).expect("group log").entries.into_iter().filter(|e| !e.data.is_empty()).collect();
+    assert_eq!(stored.len(), sent.len(), "one entry per append");
+    for (entry, data) in stored.iter().zip(&sent) {
+        assert_eq!(&entry.data[1..], data.as_slice(), "entry {}", entry.index);
+    }
 }
