@@ -402,9 +402,10 @@ impl WriteBatch<'_> {
     }
 
     /// Writes what the batch holds so far (memtable only, like an apply write) and
-    /// empties it, so that later reads see it.
+    /// empties it, keeping room for as much again, so that later reads see it.
     pub fn write_now(&mut self) -> Result<()> {
-        let batch = std::mem::take(&mut self.inner);
+        let size = self.inner.size_in_bytes();
+        let batch = std::mem::replace(&mut self.inner, rocksdb::WriteBatch::with_capacity_bytes(size));
         let mut opts = WriteOptions::default();
         opts.disable_wal(true);
         self.engine.db.write_opt(batch, &opts)?;

@@ -38,6 +38,11 @@ use crate::view::{PartitionView, Views};
 use crate::{logger, metrics, AppendError, AppendOutcome, ReplicationConfig, ReplicationError};
 
 const META_GROUP: u64 = 0;
+/// Apply writes a round to RocksDB in batches of about this size, each with the state
+/// rows of the entries it holds. One batch for a whole round (tens of MiB under load)
+/// took fresh pages from the kernel every round: zeroing them was 8-10% of the node's
+/// samples at 16 partitions; batches of a few MiB reuse the allocator's memory.
+const APPLY_CHUNK_BYTES: usize = 4 << 20;
 /// Proposals taken from the queue per round at most, so ticks are never starved.
 const MAX_PROPOSALS_PER_ROUND: usize = 8192;
 /// Proposal bytes taken per round at most: raft-engine refuses a write over 2 GiB, and
@@ -569,8 +574,8 @@ impl Driver {
 
         let apply_timer = metrics::APPLY_SECONDS.start_timer();
         let engine = self.engine.clone();
-        // Sized like the last round's: consecutive rounds under load are alike.
-        let mut wb = engine.batch_with_capacity(self.last_apply_bytes);
+        // Sized like the last round's last batch: consecutive rounds under load are alike.
+        let mut wb = engine.batch_with_capacity(self.last_apply_bytes.min(2 * APPLY_CHUNK_BYTES));
         let mut touched = Vec::with_capacity(readies.len());
         for (id, mut ready) in readies {
             let committed = ready.take_committed_entries();
@@ -642,6 +647,9 @@ impl Driver {
                     m.on_entry(entry.index, entry.term, wb);
                     let result = apply_partition(m, &self.engine, &entry, wb)?;
                     wb.put_partition_state(id, &m.state);
+                    if wb.size_in_bytes() >= APPLY_CHUNK_BYTES {
+                        wb.write_now()?;
+                    }
                     result
                 }
                 Machine::Meta(meta) => {

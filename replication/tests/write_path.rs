@@ -262,3 +262,44 @@ async fn the_synced_raft_log_leaves_the_page_cache_and_reads_back_whole() {
         assert_eq!(&entry.data[1..], data.as_slice(), "entry {}", entry.index);
     }
 }
+
+#[tokio::test]
+async fn a_round_larger_than_one_apply_batch_is_applied_whole_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = open(dir.path());
+    let uid = create_single_partition_topic(&r, "t").await;
+
+    // 16 MiB queued before any is applied: the driver takes them in one or two rounds,
+    // and apply writes them in batches of about 4 MiB.
+    let value = vec![b'w'; 8 << 10];
+    let values = vec![value.as_slice(); 16];
+    let mut sent = Vec::new();
+    let mut pending = Vec::new();
+    for i in 0..128 {
+        let data = TestBatch { first_timestamp: i, ..TestBatch::default() }.encode(&values).to_vec();
+        pending.push(r.submit_append(uid, &data).await.expect("submit"));
+        sent.push(data);
+    }
+    for (i, applied) in pending.into_iter().enumerate() {
+        assert_eq!(applied.await.expect("applied").base_offset, i as i64 * 16);
+    }
+    let check = |r: &Replication| {
+        assert_eq!(r.partition(uid).expect("view").high_watermark(), 128 * 16);
+        let mut out = Vec::new();
+        assert_eq!(r.read(uid, 0, 64 << 20, true, &mut out).expect("read").batches, 128);
+        // Stored as sent, with base offsets rewritten (bytes 0..8) and the leader epoch (12..16).
+        let mut at = 0;
+        for (i, data) in sent.iter().enumerate() {
+            let stored = &out[at..at + data.len()];
+            assert_eq!(i64::from_be_bytes(stored[..8].try_into().expect("8 bytes")), i as i64 * 16);
+            assert_eq!((&stored[8..12], &stored[16..]), (&data[8..12], &data[16..]), "batch {i}");
+            at += data.len();
+        }
+    };
+    check(&r);
+    r.shutdown();
+    drop(r);
+    let r = open(dir.path());
+    wait_leader(&r, uid).await;
+    check(&r);
+}
