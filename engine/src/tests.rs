@@ -165,3 +165,32 @@ fn a_secondary_sees_flushed_writes_of_a_live_primary() {
     assert_eq!(secondary.scan(cf::LOG, &keys::uid_prefix(5), 10).expect("scan").len(), 1);
     assert!(matches!(secondary.scan("nope", b"", 1), Err(Error::UnknownColumnFamily(_))));
 }
+
+/// The nice value of every thread of this process named `name`.
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
+        let task = task.expect("task").path();
+        let (Ok(comm), Ok(stat)) =
+            (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("stat")))
+        else {
+            continue; // the thread ended since the listing
+        };
+        if comm.trim() == name {
+            // Fields after the command name start at field 3; nice is field 19.
+            let after_comm = stat.rsplit_once(')').expect("stat").1;
+            nices.push(after_comm.split_whitespace().nth(16).expect("nice").parse().expect("a number"));
+        }
+    }
+    nices
+}
+
+#[test]
+fn flushes_run_at_the_lowest_cpu_priority() {
+    let (_dir, engine) = open();
+    append(&engine, 1, &[(0, b"x")]);
+    // A thread takes its pool's priority when it runs its first job: this flush.
+    engine.flush().expect("flush");
+    let nices = nice_of_threads("rocksdb:high");
+    assert!(!nices.is_empty() && nices.iter().all(|&n| n == 19), "nice of the flush threads: {nices:?}");
+}
