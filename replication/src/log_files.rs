@@ -56,6 +56,9 @@ impl Handle for LogFile {
         self.plain.sync()?;
         let synced = self.written.load(Ordering::Acquire);
         if synced > CACHED_TAIL {
+            // From the start every time: a page the kernel could not drop at one sync (in
+            // use, or on another CPU's LRU list) goes at a later one. Advising only the new
+            // range left 27 of 48 MiB cached in the test.
             let len = (synced - CACHED_TAIL) as i64;
             // Advice only: if the kernel refuses, the pages stay cached and nothing is lost.
             if let Err(e) = posix_fadvise(self.advice.as_raw_fd(), 0, len, PosixFadviseAdvice::POSIX_FADV_DONTNEED) {

@@ -11,7 +11,13 @@ use chronik_replication::{MetaOutcome, MetaRejection, RaftLogFiles, Replication,
 use chronik_tests::raw::TestBatch;
 
 fn batch(count: usize, first_timestamp: i64) -> Vec<u8> {
-    let values = vec![b"vvvvvvvvvv".as_slice(); count];
+    batch_of(count, 10, first_timestamp)
+}
+
+/// A batch of `count` records of `value_bytes` each.
+fn batch_of(count: usize, value_bytes: usize, first_timestamp: i64) -> Vec<u8> {
+    let value = vec![b'v'; value_bytes];
+    let values = vec![value.as_slice(); count];
     TestBatch { first_timestamp, ..TestBatch::default() }.encode(&values).to_vec()
 }
 
@@ -118,11 +124,8 @@ async fn the_raft_log_is_compacted_once_it_grows_without_waiting_for_the_interva
     let uid = create_single_partition_topic(&r, "t").await;
 
     // 64 batches of 10 records of 1 KiB: 640 KiB of log, well past the growth threshold.
-    let value = vec![b'v'; 1024];
-    let values = vec![value.as_slice(); 10];
     for i in 0..64 {
-        let data = TestBatch { first_timestamp: i, ..TestBatch::default() }.encode(&values).to_vec();
-        r.submit_append(uid, &data).await.expect("submit").await.expect("applied");
+        r.submit_append(uid, &batch_of(10, 1024, i)).await.expect("submit").await.expect("applied");
     }
     let mut compacted = false;
     for _ in 0..500 {
@@ -177,12 +180,9 @@ async fn purged_raft_log_files_are_written_over_and_a_restart_reads_everything()
     let uid = create_single_partition_topic(&r, "t").await;
 
     // 24 MiB through 1 MiB files: without purging and recycling that is 24 files.
-    let value = vec![b'r'; 8 << 10];
-    let values = vec![value.as_slice(); 16];
     let mut files_seen = std::collections::HashMap::new();
     for i in 0..192 {
-        let data = TestBatch { first_timestamp: i, ..TestBatch::default() }.encode(&values).to_vec();
-        r.submit_append(uid, &data).await.expect("submit").await.expect("applied");
+        r.submit_append(uid, &batch_of(16, 8 << 10, i)).await.expect("submit").await.expect("applied");
         if i % 8 == 0 {
             tokio::time::sleep(Duration::from_millis(120)).await; // longer than one log GC poll
             hold_raft_log_files(&raft_dir, &mut files_seen);
@@ -237,11 +237,9 @@ async fn the_synced_raft_log_leaves_the_page_cache_and_reads_back_whole() {
     let uid = create_single_partition_topic(&r, "t").await;
 
     // 48 MiB in 128 KiB batches, all in the first 64 MiB raft-engine file.
-    let value = vec![b'c'; 8 << 10];
-    let values = vec![value.as_slice(); 16];
     let mut sent = Vec::new();
     for i in 0..384 {
-        let data = TestBatch { first_timestamp: i, ..TestBatch::default() }.encode(&values).to_vec();
+        let data = batch_of(16, 8 << 10, i);
         r.submit_append(uid, &data).await.expect("submit").await.expect("applied");
         sent.push(data);
     }
@@ -271,12 +269,10 @@ async fn a_round_larger_than_one_apply_batch_is_applied_whole_and_survives_a_res
 
     // 16 MiB queued before any is applied: the driver takes them in one or two rounds,
     // and apply writes them in batches of about 4 MiB.
-    let value = vec![b'w'; 8 << 10];
-    let values = vec![value.as_slice(); 16];
     let mut sent = Vec::new();
     let mut pending = Vec::new();
     for i in 0..128 {
-        let data = TestBatch { first_timestamp: i, ..TestBatch::default() }.encode(&values).to_vec();
+        let data = batch_of(16, 8 << 10, i);
         pending.push(r.submit_append(uid, &data).await.expect("submit"));
         sent.push(data);
     }
