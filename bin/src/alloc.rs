@@ -5,10 +5,11 @@
 //! request buffers and write batches about as fast as it allocates them. glibc's malloc
 //! mapped such blocks on their own or trimmed its heap after them, so every round faulted
 //! fresh, zeroed pages in again: 180,000-300,000 page faults per GiB produced, and about
-//! a third of the connection threads' CPU on this VM. jemalloc reuses freed pages by size class; its
-//! default decay still handed them back within seconds (as many faults with a 30 s
-//! decay), so purging is off, like a JVM's heap: the process keeps its peak. RocksDB and
-//! librdkafka keep glibc's malloc (jemalloc slowed librdkafka's consumer by a third).
+//! a third of the connection threads' CPU on this VM. jemalloc reuses freed pages by size
+//! class, but its default decay still handed them back within seconds (as many faults
+//! with a 30 s decay), so purging is off, like a JVM's heap: the process keeps its peak.
+//! RocksDB and librdkafka keep glibc's malloc (jemalloc slowed librdkafka's consumer by a
+//! third).
 //!
 //! Why: `kafka-protocol` 0.18 pre-allocates arrays with the element count read from the
 //! wire (`Vec::with_capacity(n)`), so a 20-byte request can ask for 100+ GiB. The system
@@ -125,7 +126,7 @@ mod tests {
         })
         .join()
         .expect("thread");
-        // 8 MiB fresh is 2,048 faults of 4 KiB pages (glibc's malloc: 2,048).
+        // 8 MiB of fresh 4 KiB pages is 2,048 faults (what glibc's malloc gave).
         assert!(refaults < 100, "the second 8 MiB block faulted {refaults} pages in");
     }
 
