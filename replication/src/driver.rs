@@ -1,10 +1,13 @@
 //! The Raft driver: one thread that owns every group's `RawNode`.
 //!
 //! A round: take all queued proposals, tick if due, collect the `Ready` of every group,
-//! persist all their entries and hard states in ONE raft-engine write with ONE fsync,
-//! advance, apply all committed entries in ONE RocksDB write (no WAL: raft-engine holds
-//! the log), then answer the proposals and publish the new offsets. Proposals that
-//! arrive during a round's fsync ride the next round: that is the group commit.
+//! stage all their entries and hard states in ONE raft-engine batch, hand it to the
+//! `raft-persist` thread (one write, one fsync) unless a write is in flight, apply all
+//! committed entries in ONE RocksDB write (no WAL: raft-engine holds the log), then
+//! answer the proposals and publish the new offsets. The batch staged while a write is
+//! in flight goes next: that is the group commit, and the apply of one round overlaps
+//! the fsync of the next. raft-rs' asynchronous ready keeps this safe: entries count
+//! as persisted (and so commit, and apply) only once `on_persist_ready` says so.
 //!
 //! With peers, a round follows raft-rs' documented order: a leader's messages go out
 //! before the fsync (appends to followers run in parallel with the leader's own write),
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chronik_engine::{Durability, Engine, PartitionState, WriteBatch};
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, Entry, EntryType, Message, Snapshot};
@@ -32,6 +35,7 @@ use crate::command::{self, MetaCommand, PartitionCommand};
 use crate::groups;
 use crate::metadata::{ClusterMeta, MetaEffects, MetaOutcome, MetaRejection, PartitionMeta, CONF_STATE_KEY};
 use crate::partition::PartitionMachine;
+use crate::persist::{Persisted, Persister};
 use crate::storage::{GroupStorage, LogEngine};
 use crate::transport::Transport;
 use crate::view::{PartitionView, Views};
@@ -102,6 +106,17 @@ impl Msg {
     }
 }
 
+/// Readies whose raft-engine write is staged or in flight, and their messages that
+/// promise persisted state (votes, append responses): sent once the write is durable.
+#[derive(Default)]
+struct Persisting {
+    readies: Vec<(u64, u64)>,
+    messages: Vec<(u64, Vec<Message>)>,
+    /// Whether the write needs an fsync (entries, term or vote); a commit index alone
+    /// does not: a restart recomputes it.
+    sync: bool,
+}
+
 /// A proposal waiting for its entry to be applied.
 struct Pending {
     index: u64,
@@ -149,6 +164,8 @@ impl DriverHandle {
     ) -> Result<DriverHandle, ReplicationError> {
         let log = Arc::new(crate::storage::open_log(&config.raft_dir, config.raft_log_files)?);
         let handle_log = log.clone();
+        let persister = Persister::start(log.clone())
+            .map_err(|e| ReplicationError::Internal(format!("cannot start the raft log writer: {e}")))?;
         let (tx, rx) = unbounded();
         let mut driver = Driver {
             node_id: config.node_id,
@@ -168,6 +185,10 @@ impl DriverHandle {
             rx,
             pending_log: LogBatch::default(),
             round_log: LogBatch::default(),
+            spare_log: LogBatch::default(),
+            persister,
+            staged: Persisting::default(),
+            in_flight: None,
             last_apply_bytes: 0,
             replies: Vec::new(),
             to_clean: Vec::new(),
@@ -252,8 +273,15 @@ struct Driver {
     /// raft-engine writes made between rounds (new groups, compaction), persisted with
     /// the next round's write.
     pending_log: LogBatch,
-    /// The round's raft-engine write; kept across rounds so its buffer is reused.
+    /// The raft-engine batch being staged; it and `spare_log` swap with the write in
+    /// flight, so their buffers are reused.
     round_log: LogBatch,
+    spare_log: LogBatch,
+    persister: Persister,
+    /// What `round_log` holds for raft-rs.
+    staged: Persisting,
+    /// What the write in flight holds for raft-rs (at most one write is in flight).
+    in_flight: Option<Persisting>,
     /// Size of the last round's RocksDB write, to reserve the next one's.
     last_apply_bytes: usize,
     replies: Vec<(Reply, ApplyResult)>,
@@ -283,14 +311,18 @@ impl Driver {
         // Re-apply what raft-engine committed beyond the flushed state before anyone
         // reads: otherwise a reader would see offsets below what was acknowledged.
         for _ in 0..MAX_REPLAY_ROUNDS {
-            if self
-                .groups
-                .values()
-                .all(|g| !g.node.has_ready() && g.node.raft.raft_log.applied >= g.node.raft.raft_log.committed)
+            if self.in_flight.is_none()
+                && self
+                    .groups
+                    .values()
+                    .all(|g| !g.node.has_ready() && g.node.raft.raft_log.applied >= g.node.raft.raft_log.committed)
             {
                 return Ok(());
             }
             self.round()?;
+            if self.in_flight.is_some() {
+                self.wait_persisted()?;
+            }
         }
         Err(ReplicationError::Internal(format!("log replay did not finish in {MAX_REPLAY_ROUNDS} rounds")))
     }
@@ -356,61 +388,56 @@ impl Driver {
             // starts the first election instead of waiting out a timeout.
             node.campaign()?;
         }
-        let view = match &machine {
-            Machine::Partition(m) => {
-                let view = Arc::new(PartitionView::new(id, voters.to_vec()));
-                view.publish(m.state.next_offset, m.state.log_start_offset, node.raft.term, node.raft.leader_id);
-                self.views.insert_partition(view.clone());
-                Some(view)
-            }
-            Machine::Meta(_) => None,
-        };
+        let view = matches!(machine, Machine::Partition(_)).then(|| Arc::new(PartitionView::new(id, voters.to_vec())));
         let applied_cell = self.views.applied_cell(id);
         applied_cell.store(applied, Ordering::Release);
-        self.groups.insert(
-            id,
-            Group {
-                node,
-                machine,
-                pending: VecDeque::new(),
-                view,
-                applied: applied_cell,
-                applied_term,
-                voters: voters.to_vec(),
-                caught_up_at: HashMap::new(),
-                last_index_mark: 0,
-                compact_floor: 0,
-            },
-        );
+        let group = Group {
+            node,
+            machine,
+            pending: VecDeque::new(),
+            view,
+            applied: applied_cell,
+            applied_term,
+            voters: voters.to_vec(),
+            caught_up_at: HashMap::new(),
+            last_index_mark: 0,
+            compact_floor: 0,
+        };
+        if let (Some(view), Machine::Partition(m)) = (&group.view, &group.machine) {
+            // A leader elected just now serves only once its first entry is applied.
+            let leader = serving_leader(&group, self.node_id);
+            view.publish(m.state.next_offset, m.state.log_start_offset, group.node.raft.term, leader);
+            self.views.insert_partition(view.clone());
+        }
+        self.groups.insert(id, group);
         Ok(())
     }
 
     fn run(mut self) {
         let mut next_tick = Instant::now() + self.tick_interval;
+        let done = self.persister.done.clone();
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(timeout) {
-                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(msg) => {
-                    let mut bytes = msg.len();
-                    if !self.handle(msg) {
-                        break;
-                    }
-                    let mut taken = 1;
-                    while taken < MAX_PROPOSALS_PER_ROUND && bytes < MAX_PROPOSAL_BYTES_PER_ROUND {
-                        match self.rx.try_recv() {
-                            Ok(msg) => {
-                                bytes += msg.len();
-                                if !self.handle(msg) {
-                                    return self.finish();
-                                }
-                                taken += 1;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+            // raft-engine refuses a write over 2 GiB: a full staged batch waits for the
+            // write in flight instead of taking more proposals.
+            let staged_full =
+                self.in_flight.is_some() && self.round_log.approximate_size() >= MAX_PROPOSAL_BYTES_PER_ROUND;
+            let outcome = if staged_full {
+                self.wait_persisted().map(|()| true)
+            } else {
+                crossbeam_channel::select! {
+                    recv(self.rx) -> msg => Ok(msg.is_ok_and(|msg| self.take_in(msg))),
+                    recv(done) -> persisted => match persisted {
+                        Ok(persisted) => self.persisted(persisted).map(|()| true),
+                        Err(_) => Err(ReplicationError::Internal("the raft log writer stopped".into())),
+                    },
+                    default(timeout) => Ok(true),
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+            };
+            match outcome {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => fail(e),
             }
             if Instant::now() >= next_tick {
                 for group in self.groups.values_mut() {
@@ -420,14 +447,28 @@ impl Driver {
                 next_tick = Instant::now() + self.tick_interval;
             }
             if let Err(e) = self.round() {
-                // A failed write to the Raft log or the store cannot be retried safely, and
-                // a node without its driver would only look alive: stop the process so a
-                // supervisor restarts it (recovery replays the log).
-                tracing::error!(error = %e, "raft round failed; exiting");
-                std::process::exit(1);
+                fail(e);
             }
         }
         self.finish();
+    }
+
+    /// Handles `first` and what else is queued, up to a round's share; false means stop.
+    fn take_in(&mut self, first: Msg) -> bool {
+        let mut bytes = first.len();
+        if !self.handle(first) {
+            return false;
+        }
+        let mut taken = 1;
+        while taken < MAX_PROPOSALS_PER_ROUND && bytes < MAX_PROPOSAL_BYTES_PER_ROUND {
+            let Ok(msg) = self.rx.try_recv() else { break };
+            bytes += msg.len();
+            if !self.handle(msg) {
+                return false;
+            }
+            taken += 1;
+        }
+        true
     }
 
     /// Handles one message; false means stop.
@@ -522,9 +563,11 @@ impl Driver {
     }
 
     fn round(&mut self) -> Result<(), ReplicationError> {
+        // Bootstraps and configuration changes are synced, as every entry is.
+        self.staged.sync |= !self.pending_log.is_empty();
         let log_batch = &mut self.round_log;
         log_batch.merge(&mut self.pending_log)?;
-        let mut readies = Vec::new();
+        let mut committed = Vec::new();
         let mut installed_snapshot = false;
         for (id, group) in self.groups.iter_mut() {
             if !group.node.has_ready() {
@@ -548,46 +591,35 @@ impl Driver {
             if let Some(hs) = ready.hs() {
                 store.set_hard_state(hs, log_batch)?;
             }
-            readies.push((*id, ready));
+            self.staged.sync |= ready.must_sync();
+            let persisted_messages = ready.take_persisted_messages();
+            if !persisted_messages.is_empty() {
+                self.staged.messages.push((*id, persisted_messages));
+            }
+            self.staged.readies.push((*id, ready.number()));
+            // Committed entries are persisted ones only (raft-rs bounds them so).
+            committed.push((*id, ready.take_committed_entries()));
+            group.node.advance_append_async(ready);
         }
         flush_outbox(&mut self.outbox, self.transport.as_ref());
         if installed_snapshot {
+            // raft-rs marks a snapshot applied only once it is persisted: write it now.
+            self.persist_staged_now()?;
             self.reload_metadata()?;
         }
-        let log_batch = &mut self.round_log;
-        if readies.is_empty() && log_batch.is_empty() {
+        self.submit();
+        if committed.is_empty() {
             return Ok(());
         }
-        if !log_batch.is_empty() {
-            let _timer = metrics::PERSIST_SECONDS.start_timer();
-            let written = self.log.write(log_batch, true)?;
-            self.views.raft_log_written.fetch_add(written as u64, Ordering::Relaxed);
-            self.fsyncs += 1;
-            metrics::FSYNCS.inc();
-        }
         metrics::ROUNDS.inc();
-        // Votes and append responses promise persisted state: only now may they leave.
-        for (id, ready) in readies.iter_mut() {
-            queue_messages(&mut self.outbox, *id, ready.take_persisted_messages());
-        }
-        self.flush_outbox();
 
         let apply_timer = metrics::APPLY_SECONDS.start_timer();
         let engine = self.engine.clone();
         // Sized like the last round's last batch: consecutive rounds under load are alike.
         let mut wb = engine.batch_with_capacity(self.last_apply_bytes.min(2 * APPLY_CHUNK_BYTES));
-        let mut touched = Vec::with_capacity(readies.len());
-        for (id, mut ready) in readies {
-            let committed = ready.take_committed_entries();
-            self.apply(id, committed, &mut wb)?;
-            let Some(group) = self.groups.get_mut(&id) else { continue };
-            let mut light = group.node.advance(ready);
-            if let Some(commit) = light.commit_index() {
-                group.node.mut_store().set_commit(commit, &mut self.pending_log)?;
-            }
-            queue_messages(&mut self.outbox, id, light.take_messages());
-            let committed = light.take_committed_entries();
-            self.apply(id, committed, &mut wb)?;
+        let mut touched = Vec::with_capacity(committed.len());
+        for (id, entries) in committed {
+            self.apply(id, entries, &mut wb)?;
             if let Some(group) = self.groups.get_mut(&id) {
                 group.node.advance_apply();
                 touched.push(id);
@@ -635,6 +667,67 @@ impl Driver {
             let _ = reply.send(result);
         }
         Ok(())
+    }
+
+    /// Hands the staged batch to the writer unless a write is in flight.
+    fn submit(&mut self) {
+        if self.in_flight.is_some() || self.staged.readies.is_empty() && self.round_log.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        if self.round_log.is_empty() {
+            // Nothing to write (messages only): durable as soon as what came before is.
+            self.mark_persisted(staged);
+            return;
+        }
+        let batch = std::mem::replace(&mut self.round_log, std::mem::take(&mut self.spare_log));
+        self.persister.submit(batch, staged.sync);
+        self.in_flight = Some(staged);
+    }
+
+    /// The write in flight finished: its entries and hard states are durable.
+    fn persisted(&mut self, persisted: Persisted) -> Result<(), ReplicationError> {
+        let written = persisted.result?;
+        self.views.raft_log_written.fetch_add(written as u64, Ordering::Relaxed);
+        if persisted.synced {
+            self.fsyncs += 1;
+            metrics::FSYNCS.inc();
+        }
+        self.spare_log = persisted.batch;
+        if let Some(in_flight) = self.in_flight.take() {
+            self.mark_persisted(in_flight);
+        }
+        Ok(())
+    }
+
+    /// Writes the staged batch and waits until it (and any write before it) is durable.
+    fn persist_staged_now(&mut self) -> Result<(), ReplicationError> {
+        if self.in_flight.is_some() {
+            self.wait_persisted()?;
+        }
+        self.submit();
+        if self.in_flight.is_some() {
+            self.wait_persisted()?;
+        }
+        Ok(())
+    }
+
+    fn wait_persisted(&mut self) -> Result<(), ReplicationError> {
+        let persisted = self.persister.done.recv().map_err(|_| ReplicationError::Shutdown)?;
+        self.persisted(persisted)
+    }
+
+    /// Tells raft-rs what is durable, and sends the messages that waited for it.
+    fn mark_persisted(&mut self, persisting: Persisting) {
+        for (id, number) in persisting.readies {
+            if let Some(group) = self.groups.get_mut(&id) {
+                group.node.on_persist_ready(number);
+            }
+        }
+        for (id, messages) in persisting.messages {
+            queue_messages(&mut self.outbox, id, messages);
+        }
+        self.flush_outbox();
     }
 
     fn apply(&mut self, id: u64, entries: Vec<Entry>, wb: &mut WriteBatch<'_>) -> Result<(), ReplicationError> {
@@ -801,6 +894,7 @@ impl Driver {
     }
 
     fn finish(mut self) {
+        self.persister.stop();
         for group in self.groups.values_mut() {
             for p in group.pending.drain(..) {
                 let _ = p.reply.send(Err(ReplicationError::Shutdown));
@@ -808,6 +902,14 @@ impl Driver {
         }
         tracing::info!(fsyncs = self.fsyncs, "raft driver stopped");
     }
+}
+
+/// A failed write to the Raft log or the store cannot be retried safely, and a node
+/// without its driver would only look alive: stop the process so a supervisor restarts
+/// it (recovery replays the log).
+fn fail(e: ReplicationError) -> ! {
+    tracing::error!(error = %e, "raft round failed; exiting");
+    std::process::exit(1);
 }
 
 fn apply_partition(

@@ -24,6 +24,7 @@ pub mod metadata;
 mod metrics;
 pub mod offline;
 mod partition;
+mod persist;
 pub mod placement;
 pub mod record_batch;
 pub mod retention;

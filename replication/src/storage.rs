@@ -1,7 +1,8 @@
 //! raft-rs `Storage` for one group, backed by the node's shared raft-engine.
 //!
-//! Entries persisted by the driver are also kept in a small in-memory cache until
-//! they are applied, so the apply path reads them back without touching disk.
+//! Entries the driver appends are also kept in a small in-memory cache until they are
+//! applied: the apply path reads them back without touching disk, and raft-rs reads
+//! them while their write is still in flight.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -190,11 +191,6 @@ impl GroupStorage {
         batch.put_message(self.id, HARD_STATE_KEY.to_vec(), hs).map_err(store_err)
     }
 
-    pub fn set_commit(&mut self, commit: u64, batch: &mut LogBatch) -> raft::Result<()> {
-        self.hard_state.commit = commit;
-        batch.put_message(self.id, HARD_STATE_KEY.to_vec(), &self.hard_state).map_err(store_err)
-    }
-
     /// Forgets cached entries up to `applied`; they are never read again on this path.
     pub fn evict_applied(&mut self, applied: u64) {
         while self.cache.front().is_some_and(|e| e.index <= applied) {
@@ -241,21 +237,26 @@ impl raft::Storage for GroupStorage {
         }
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let mut out = Vec::with_capacity((high - low) as usize);
-        if self.cached(low).is_some() && self.cached(high - 1).is_some() {
-            let mut size = 0u64;
-            for index in low..high {
-                let Some(e) = self.cached(index) else { break };
-                size += e.compute_size() as u64;
-                if !out.is_empty() && size > max_size {
-                    break;
-                }
-                out.push(e.clone());
+        // Entries before the cache are in raft-engine; cached ones may still be on their
+        // way there (the driver's write in flight).
+        let cached_from = self.cache.front().map_or(high, |e| e.index.clamp(low, high));
+        if low < cached_from {
+            self.log
+                .fetch_entries_to::<EntryExt>(self.id, low, cached_from, Some(max_size as usize), &mut out)
+                .map_err(store_err)?;
+            if (out.len() as u64) < cached_from - low {
+                return if out.is_empty() { Err(raft::Error::Store(StorageError::Unavailable)) } else { Ok(out) };
             }
-            return Ok(out);
         }
-        self.log
-            .fetch_entries_to::<EntryExt>(self.id, low, high, Some(max_size as usize), &mut out)
-            .map_err(store_err)?;
+        let mut size: u64 = out.iter().map(|e| u64::from(e.compute_size())).sum();
+        for index in cached_from..high {
+            let Some(e) = self.cached(index) else { break };
+            size += u64::from(e.compute_size());
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e.clone());
+        }
         if out.is_empty() && low < high {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
@@ -323,4 +324,44 @@ fn u64_at(raw: &[u8], at: usize) -> u64 {
 
 fn store_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::{GetEntriesContext, Storage as _};
+
+    use super::*;
+
+    fn entries(range: std::ops::Range<u64>) -> Vec<Entry> {
+        range.map(|index| Entry { index, term: 1, data: vec![index as u8; 100].into(), ..Default::default() }).collect()
+    }
+
+    /// The driver appends a round's entries while the previous round's write is still in
+    /// flight, and raft-rs may ask for a range that starts in raft-engine and ends there.
+    #[test]
+    fn a_range_reads_written_entries_from_the_log_and_unwritten_ones_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(open_log(dir.path(), RaftLogFiles::default()).unwrap());
+        let mut batch = LogBatch::default();
+        let mut storage = GroupStorage::bootstrap(7, log.clone(), &[1], &[], 0, &mut batch).unwrap();
+        storage.append(&entries(1..11), &mut batch).unwrap();
+        log.write(&mut batch, true).unwrap();
+        storage.evict_applied(5);
+
+        let mut in_flight = LogBatch::default();
+        storage.append(&entries(11..16), &mut in_flight).unwrap();
+
+        let read = storage.entries(3, 16, None, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(read.iter().map(|e| e.index).collect::<Vec<_>>(), (3..16).collect::<Vec<_>>());
+        assert!(read.iter().all(|e| e.data[..] == [e.index as u8; 100]));
+        let term = storage.term(13).unwrap();
+        assert_eq!(term, 1);
+
+        // A size limit still returns at least one entry and stops at the limit.
+        let one = storage.entries(3, 16, 1, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(one.len(), 1);
+        let limited = storage.entries(8, 16, 3 * 110, GetEntriesContext::empty(false)).unwrap();
+        assert!((1..8).contains(&limited.len()), "{} entries", limited.len());
+        assert_eq!(limited[0].index, 8);
+    }
 }
