@@ -409,10 +409,13 @@ impl WriteBatch<'_> {
     }
 
     /// Writes what the batch holds so far (memtable only, like an apply write) and
-    /// empties it, keeping room for as much again, so that later reads see it.
+    /// empties it, so that later reads see it. The next batch gets room for twice as
+    /// much: a caller that writes once past a limit overshoots it by up to one value, and
+    /// a batch that outgrows its room copies all it holds (profiled: a third of the
+    /// apply's copies into write batches).
     pub fn write_now(&mut self) -> Result<()> {
         let size = self.inner.size_in_bytes();
-        let batch = std::mem::replace(&mut self.inner, rocksdb::WriteBatch::with_capacity_bytes(size));
+        let batch = std::mem::replace(&mut self.inner, rocksdb::WriteBatch::with_capacity_bytes(2 * size));
         let mut opts = WriteOptions::default();
         opts.disable_wal(true);
         self.engine.db.write_opt(batch, &opts)?;

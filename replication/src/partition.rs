@@ -116,7 +116,7 @@ impl PartitionMachine {
         term: u64,
         wb: &mut WriteBatch<'_>,
     ) -> Result<AppendOutcome, AppendError> {
-        let headers = record_batch::batches(records)
+        let headers = record_batch::produced_batches(records)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| AppendError::CorruptBatch(e.to_string()))?;
         if headers.is_empty() {

@@ -82,12 +82,18 @@ impl<'a> BatchHeader<'a> {
 
     /// Parses and also checks the CRC-32C and the record count.
     pub fn parse_checked(bytes: &'a [u8]) -> Result<BatchHeader<'a>, BatchError> {
-        let header = Self::parse(bytes)?;
+        let header = Self::parse_counted(bytes)?;
         let stored = u32::from_be_bytes(header.bytes[CRC..CRC + 4].try_into().unwrap_or_default());
         let computed = crc32c::crc32c(&header.bytes[ATTRIBUTES..]);
         if stored != computed {
             return Err(BatchError::CrcMismatch { stored, computed });
         }
+        Ok(header)
+    }
+
+    /// Parses and also checks the record count, which offsets are assigned from.
+    fn parse_counted(bytes: &'a [u8]) -> Result<BatchHeader<'a>, BatchError> {
+        let header = Self::parse(bytes)?;
         let (count, last_offset_delta) = (header.records_count(), header.last_offset_delta());
         if count <= 0 || last_offset_delta != count - 1 {
             return Err(BatchError::BadRecordCount { count, last_offset_delta });
@@ -163,13 +169,27 @@ impl<'a> BatchHeader<'a> {
     }
 }
 
-/// Splits a `records` field into its batches, checking each one.
-pub fn batches(mut records: &[u8]) -> impl Iterator<Item = Result<BatchHeader<'_>, BatchError>> {
+/// Splits a `records` field into its batches, checking each one (CRC-32C included).
+pub fn batches(records: &[u8]) -> impl Iterator<Item = Result<BatchHeader<'_>, BatchError>> {
+    split(records, BatchHeader::parse_checked)
+}
+
+/// Splits batches that were checked when produced (a Raft entry's), checking framing
+/// and record counts but not the CRC-32C again: as a Kafka follower, the apply does not
+/// recompute it, and the Raft log checksums its entries itself.
+pub fn produced_batches(records: &[u8]) -> impl Iterator<Item = Result<BatchHeader<'_>, BatchError>> {
+    split(records, BatchHeader::parse_counted)
+}
+
+fn split<'a>(
+    mut records: &'a [u8],
+    parse: fn(&'a [u8]) -> Result<BatchHeader<'a>, BatchError>,
+) -> impl Iterator<Item = Result<BatchHeader<'a>, BatchError>> {
     std::iter::from_fn(move || {
         if records.is_empty() {
             return None;
         }
-        match BatchHeader::parse_checked(records) {
+        match parse(records) {
             Ok(header) => {
                 records = &records[header.len()..];
                 Some(Ok(header))
@@ -267,5 +287,18 @@ mod tests {
         assert_eq!(counts, vec![2, 3]);
         two.push(0);
         assert!(batches(&two).last().expect("an item").is_err());
+    }
+
+    #[test]
+    fn produced_batches_skip_the_crc_but_not_the_record_count() {
+        let mut bytes = encode(3, -1, 0, Compression::None);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        assert!(batches(&bytes).next().expect("an item").is_err());
+        let counts: Vec<i32> = produced_batches(&bytes).map(|b| b.expect("framed").records_count()).collect();
+        assert_eq!(counts, vec![3]);
+        bytes[RECORDS_COUNT..RECORDS_COUNT + 4].copy_from_slice(&5i32.to_be_bytes());
+        let error = produced_batches(&bytes).next().expect("an item");
+        assert!(matches!(error, Err(BatchError::BadRecordCount { count: 5, last_offset_delta: 2 })), "{error:?}");
     }
 }

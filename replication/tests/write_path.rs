@@ -87,10 +87,10 @@ async fn appends_reads_trims_and_recovery() {
         assert_eq!(read.batches, 9);
         assert_eq!(i64::from_be_bytes(out[..8].try_into().expect("8 bytes")), 3);
 
-        // Corrupt input is refused at apply with nothing stored.
+        // A batch whose record count disagrees with its offsets is refused at apply with
+        // nothing stored (the CRC is the produce path's check).
         let mut bad = batch(2, 5);
-        let last = bad.len() - 1;
-        bad[last] ^= 1;
+        bad[57..61].copy_from_slice(&7i32.to_be_bytes());
         let refused = r.submit_append(uid, &bad).await.expect("submit").await;
         assert!(matches!(refused, Err(ReplicationError::Append(_))), "got {refused:?}");
         assert_eq!(view.high_watermark(), 30);

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, HeaderVersion, Request};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 pub struct RawClient {
@@ -72,6 +73,22 @@ impl RawClient {
         assert_eq!(header.correlation_id, self.correlation_id, "responses must come in request order");
         T::decode(&mut bytes, version).expect("response body")
     }
+}
+
+/// Produces `records` to partition 0 of `topic` (acks=all, Produce v9); returns the
+/// partition's error code and base offset.
+pub fn produce(client: &mut RawClient, topic: &str, records: Bytes) -> (i16, i64) {
+    let partition = PartitionProduceData::default().with_index(0).with_records(Some(records));
+    let request =
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![partition])]);
+    let response = client.request(9, &request);
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
 }
 
 /// Encodes one v2 batch of `values` with the given producer identity.

@@ -1,9 +1,12 @@
 //! Error paths seen by librdkafka: unknown topics, records over max.message.bytes,
-//! offsets out of range.
+//! offsets out of range; and a damaged batch on a raw connection.
 
 use std::time::Duration;
 
-use chronik_tests::{consumer, create_topic, producer, Node};
+use chronik_tests::raw::{batch, produce, RawClient};
+use chronik_tests::{consume, consumer, create_topic, producer, Node};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::records::Compression;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
@@ -73,4 +76,22 @@ async fn fetching_past_the_end_is_offset_out_of_range() {
     // librdkafka turns the broker's OFFSET_OUT_OF_RANGE into this error when
     // auto.offset.reset=error.
     assert_eq!(seen, Some(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)));
+}
+
+/// The produce path is where a batch's CRC-32C is checked (the Raft apply trusts it, as
+/// a Kafka follower does): a damaged batch is refused with CORRUPT_MESSAGE and nothing
+/// of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_bad_crc_is_corrupt_message_and_stores_nothing() {
+    let node = Node::start(&[]);
+    create_topic(&node, "crc", 1, &[]).await;
+    let mut client = RawClient::connect(&node.bootstrap());
+    let mut damaged = batch(&[b"a", b"b"], -1, -1, 0, Compression::None).to_vec();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x01;
+    let (code, _) = produce(&mut client, "crc", damaged.into());
+    assert_eq!(code, ResponseError::CorruptMessage.code());
+    assert_eq!(produce(&mut client, "crc", batch(&[b"c"], -1, -1, 0, Compression::None)), (0, 0));
+    let got = consume(&consumer(&node, "crc", 0, Offset::Beginning, &[]), 1, Duration::from_secs(10));
+    assert_eq!(got.iter().map(|g| (g.offset, g.value.clone())).collect::<Vec<_>>(), vec![(0, Some(b"c".to_vec()))]);
 }

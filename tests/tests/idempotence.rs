@@ -3,28 +3,13 @@
 
 use std::time::Duration;
 
-use chronik_tests::raw::{batch, RawClient};
+use chronik_tests::raw::{batch, produce, RawClient};
 use chronik_tests::{consume, consumer, create_topic, producer, Node};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::InitProducerIdRequest;
 use kafka_protocol::records::Compression;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
-
-fn produce(client: &mut RawClient, topic: &str, records: bytes::Bytes) -> (i16, i64) {
-    let request =
-        ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))])]);
-    let response = client.request(9, &request);
-    let p = &response.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_are_dropped_and_gaps_refused() {
