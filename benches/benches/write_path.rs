@@ -72,7 +72,7 @@ fn raft_round(c: &mut Criterion) {
                     runtime.block_on(async {
                         let mut pending = Vec::with_capacity(uids.len());
                         for uid in &uids {
-                            pending.push(replication.submit_append(*uid, &data).await.expect("submit"));
+                            pending.push(replication.submit_append(*uid, data.clone()).await.expect("submit"));
                         }
                         for p in pending {
                             p.await.expect("applied");

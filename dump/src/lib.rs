@@ -317,7 +317,7 @@ pub fn raft_log<W: std::io::Write>(data: &DataDir, group: u64, limit: usize, out
         } else if group == META_GROUP {
             command::decode_meta(&entry.data).map_or(json!("undecodable"), |c| json!(c))
         } else {
-            match command::decode_partition(&entry.data) {
+            match command::decode_partition(&entry.context, &entry.data) {
                 Some(PartitionCommand::Append(records)) => append_summary(&records),
                 Some(PartitionCommand::Trim { log_start_offset }) => json!({ "trim": log_start_offset }),
                 Some(PartitionCommand::Group(group)) => json!({ "group": group }),

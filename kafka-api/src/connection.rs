@@ -81,9 +81,11 @@ enum ReadError {
 /// Reads one length-prefixed frame; `None` at a clean end of stream.
 ///
 /// The frame is read into `buf`, which is reused: once the previous frames have been
-/// dropped (a Produce's records are copied into its proposal), `reserve` takes their
-/// memory back. A fresh, zeroed buffer per request made every produced byte fault in and
-/// zero a page (a third of the node's page faults under produce load, perf).
+/// dropped, `reserve` takes their memory back. A Produce's records travel on as slices
+/// of their frame (into the Raft entry, without a copy), so under produce load `reserve`
+/// allocates afresh; the allocator (jemalloc, purging off) hands back memory whose pages
+/// are already mapped. A fresh, zeroed buffer per request made every produced byte fault
+/// in and zero a page (a third of the node's page faults under produce load, perf).
 async fn read_frame(
     reader: &mut BufReader<OwnedReadHalf>,
     buf: &mut BytesMut,

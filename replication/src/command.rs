@@ -1,9 +1,11 @@
 //! Commands carried in Raft entries, and their encoding.
 //!
-//! An entry's data is one tag byte and a body. `Append` bodies are the Kafka
-//! `records` bytes exactly as received, so applying them needs no decoding step;
-//! metadata and group commands are small and encoded as JSON for readability in
-//! `chronik dump`.
+//! An entry's data is one tag byte and a body, except for `Append`: its data is the
+//! Kafka `records` bytes exactly as received (a slice of the request, never copied
+//! before the Raft log) and its tag is the entry's context. Applying an append needs
+//! no decoding step; metadata and group commands are small and encoded as JSON for
+//! readability in `chronik dump`. Appends written with the tag in their data (before
+//! 2026-11-30) still decode.
 
 use std::collections::BTreeMap;
 
@@ -99,32 +101,42 @@ impl MetaCommand {
 }
 
 /// Encodes an append without first copying `records` into a command value.
-pub fn encode_partition_append(records: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(records.len() + 1);
-    out.push(APPEND);
-    out.extend_from_slice(records);
-    out
+/// What a proposal puts in its Raft entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntryPayload {
+    pub context: Bytes,
+    pub data: Bytes,
 }
 
-pub fn encode_partition(command: &PartitionCommand) -> Vec<u8> {
-    match command {
-        PartitionCommand::Append(records) => encode_partition_append(records),
-        PartitionCommand::Trim { log_start_offset } => {
-            let mut out = vec![TRIM];
-            out.extend_from_slice(&log_start_offset.to_be_bytes());
-            out
-        }
-        PartitionCommand::Group(group) => {
-            let mut out = vec![GROUP];
-            // Serializing these plain data types cannot fail.
-            out.extend(serde_json::to_vec(group).unwrap_or_default());
-            out
-        }
+impl EntryPayload {
+    /// A payload carried in the data alone (metadata commands).
+    pub fn data(data: Vec<u8>) -> EntryPayload {
+        EntryPayload { context: Bytes::new(), data: data.into() }
     }
 }
 
-/// Decodes a partition command; `data` is an entry's data, shared, not copied.
-pub fn decode_partition(data: &Bytes) -> Option<PartitionCommand> {
+pub fn encode_partition(command: &PartitionCommand) -> EntryPayload {
+    let tagged = |tag: u8, body: &[u8]| {
+        let mut out = Vec::with_capacity(body.len() + 1);
+        out.push(tag);
+        out.extend_from_slice(body);
+        EntryPayload::data(out)
+    };
+    match command {
+        PartitionCommand::Append(records) => {
+            EntryPayload { context: Bytes::from_static(&[APPEND]), data: records.clone() }
+        }
+        PartitionCommand::Trim { log_start_offset } => tagged(TRIM, &log_start_offset.to_be_bytes()),
+        // Serializing these plain data types cannot fail.
+        PartitionCommand::Group(cmd) => tagged(GROUP, &serde_json::to_vec(cmd).unwrap_or_default()),
+    }
+}
+
+/// Decodes a partition entry from its context and data; `None` if it is not one.
+pub fn decode_partition(context: &[u8], data: &Bytes) -> Option<PartitionCommand> {
+    if context == [APPEND] {
+        return Some(PartitionCommand::Append(data.clone()));
+    }
     match *data.first()? {
         APPEND => Some(PartitionCommand::Append(data.slice(1..))),
         TRIM => {
@@ -161,12 +173,18 @@ mod tests {
             PartitionCommand::Trim { log_start_offset: 42 },
             PartitionCommand::Group(GroupCommand::DeleteGroup { group: "g".into() }),
         ] {
-            let data = Bytes::from(encode_partition(&cmd));
-            assert_eq!(decode_partition(&data), Some(cmd));
+            let payload = encode_partition(&cmd);
+            assert_eq!(decode_partition(&payload.context, &payload.data), Some(cmd));
         }
-        assert_eq!(decode_partition(&Bytes::from_static(&[TRIM, 1])), None);
-        assert_eq!(decode_partition(&Bytes::new()), None);
-        assert_eq!(decode_partition(&Bytes::from_static(b"\x04{")), None);
+        // An append is its records, untouched; one with the tag in its data still decodes.
+        let records = Bytes::from_static(b"batch bytes");
+        let append = encode_partition(&PartitionCommand::Append(records.clone()));
+        assert_eq!(append.data.as_ptr(), records.as_ptr());
+        let tagged = Bytes::from_static(b"\x01batch bytes");
+        assert_eq!(decode_partition(&[], &tagged), Some(PartitionCommand::Append(records)));
+        assert_eq!(decode_partition(&[], &Bytes::from_static(&[TRIM, 1])), None);
+        assert_eq!(decode_partition(&[], &Bytes::new()), None);
+        assert_eq!(decode_partition(&[], &Bytes::from_static(b"\x04{")), None);
     }
 
     #[test]

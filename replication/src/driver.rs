@@ -21,17 +21,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chronik_engine::{Durability, Engine, PartitionState, WriteBatch};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, Entry, EntryType, Message, Snapshot};
+use raft::eraftpb::{ConfChange, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 use raft_engine::LogBatch;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use crate::command::{self, MetaCommand, PartitionCommand};
+use crate::command::{self, EntryPayload, MetaCommand, PartitionCommand};
 use crate::groups;
 use crate::metadata::{ClusterMeta, MetaEffects, MetaOutcome, MetaRejection, PartitionMeta, CONF_STATE_KEY};
 use crate::partition::PartitionMachine;
@@ -74,7 +73,7 @@ type Reply = oneshot::Sender<ApplyResult>;
 enum Msg {
     Propose {
         group: u64,
-        data: Vec<u8>,
+        payload: EntryPayload,
         reply: Reply,
         permit: OwnedSemaphorePermit,
     },
@@ -100,7 +99,7 @@ impl Msg {
     /// Bytes this message adds to a round.
     fn len(&self) -> usize {
         match self {
-            Msg::Propose { data, .. } => data.len(),
+            Msg::Propose { payload, .. } => payload.data.len(),
             _ => 0,
         }
     }
@@ -189,7 +188,6 @@ impl DriverHandle {
             persister,
             staged: Persisting::default(),
             in_flight: None,
-            last_apply_bytes: 0,
             replies: Vec::new(),
             to_clean: Vec::new(),
             fsyncs: 0,
@@ -205,11 +203,11 @@ impl DriverHandle {
     pub fn propose(
         &self,
         group: u64,
-        data: Vec<u8>,
+        payload: EntryPayload,
         reply: Reply,
         permit: OwnedSemaphorePermit,
     ) -> Result<(), ReplicationError> {
-        self.tx.send(Msg::Propose { group, data, reply, permit }).map_err(|_| ReplicationError::Shutdown)
+        self.tx.send(Msg::Propose { group, payload, reply, permit }).map_err(|_| ReplicationError::Shutdown)
     }
 
     pub fn deliver(&self, messages: Vec<(u64, Message)>, permit: OwnedSemaphorePermit) -> Result<(), ReplicationError> {
@@ -282,8 +280,6 @@ struct Driver {
     staged: Persisting,
     /// What the write in flight holds for raft-rs (at most one write is in flight).
     in_flight: Option<Persisting>,
-    /// Size of the last round's RocksDB write, to reserve the next one's.
-    last_apply_bytes: usize,
     replies: Vec<(Reply, ApplyResult)>,
     /// Groups of deleted partitions whose raft-engine regions are removed once the
     /// deletion is flushed to RocksDB (removing them earlier could strand a restart).
@@ -474,7 +470,7 @@ impl Driver {
     /// Handles one message; false means stop.
     fn handle(&mut self, msg: Msg) -> bool {
         match msg {
-            Msg::Propose { group, data, reply, permit } => self.propose(group, data, reply, permit),
+            Msg::Propose { group, payload, reply, permit } => self.propose(group, payload, reply, permit),
             Msg::Raft { messages, _permit } => {
                 metrics::RAFT_MESSAGES_RECEIVED.inc_by(messages.len() as u64);
                 for (id, message) in messages {
@@ -510,7 +506,7 @@ impl Driver {
         true
     }
 
-    fn propose(&mut self, id: u64, data: Vec<u8>, reply: Reply, permit: OwnedSemaphorePermit) {
+    fn propose(&mut self, id: u64, payload: EntryPayload, reply: Reply, permit: OwnedSemaphorePermit) {
         let Some(group) = self.groups.get_mut(&id) else {
             let _ = reply.send(Err(ReplicationError::UnknownPartition));
             return;
@@ -519,15 +515,14 @@ impl Driver {
             let _ = reply.send(Err(ReplicationError::NotLeader));
             return;
         }
-        let membership = match (&group.machine, command::decode_meta(&data)) {
-            (Machine::Meta(meta), Some(cmd)) => {
-                cmd.membership().map(|cc| (check_membership(&mut group.node, meta, &cmd), cc))
-            }
-            _ => None,
+        let membership = match &group.machine {
+            Machine::Meta(meta) => command::decode_meta(&payload.data)
+                .and_then(|cmd| cmd.membership().map(|cc| (check_membership(&mut group.node, meta, &cmd), cc))),
+            Machine::Partition(_) => None,
         };
         let proposed = match membership {
-            None => group.node.propose(Vec::new(), data),
-            Some((Check::Propose, cc)) => group.node.propose_conf_change(data, cc),
+            None => propose_entry(&mut group.node, payload),
+            Some((Check::Propose, cc)) => group.node.propose_conf_change(payload.data.to_vec(), cc),
             Some((Check::Answer(outcome), _)) => {
                 let _ = reply.send(Ok(Applied::Meta(outcome)));
                 return;
@@ -615,8 +610,10 @@ impl Driver {
 
         let apply_timer = metrics::APPLY_SECONDS.start_timer();
         let engine = self.engine.clone();
-        // Sized like the last round's last batch: consecutive rounds under load are alike.
-        let mut wb = engine.batch_with_capacity(self.last_apply_bytes.min(2 * APPLY_CHUNK_BYTES));
+        // Room for the round's records and an eighth more for keys and state rows (up to
+        // a chunk and its last entry): a batch that outgrows its room copies all it holds.
+        let bytes: usize = committed.iter().flat_map(|(_, entries)| entries).map(|e| e.data.len()).sum();
+        let mut wb = engine.batch_with_capacity((bytes + bytes / 8 + 4096).min(2 * APPLY_CHUNK_BYTES));
         let mut touched = Vec::with_capacity(committed.len());
         for (id, entries) in committed {
             self.apply(id, entries, &mut wb)?;
@@ -625,7 +622,6 @@ impl Driver {
                 touched.push(id);
             }
         }
-        self.last_apply_bytes = wb.size_in_bytes();
         engine.write(wb, Durability::Memtable)?;
         apply_timer.observe_duration();
         if !self.to_clean.is_empty() {
@@ -904,6 +900,16 @@ impl Driver {
     }
 }
 
+/// Proposes a normal entry holding `payload` as it is: raft-rs' own `propose` takes
+/// owned vectors, which would copy every produced batch once more.
+fn propose_entry(node: &mut RawNode<GroupStorage>, payload: EntryPayload) -> raft::Result<()> {
+    let entry = Entry { context: payload.context, data: payload.data, ..Default::default() };
+    let mut message = Message { from: node.raft.id, ..Default::default() };
+    message.set_msg_type(MessageType::MsgPropose);
+    message.set_entries(vec![entry].into());
+    node.raft.step(message)
+}
+
 /// A failed write to the Raft log or the store cannot be retried safely, and a node
 /// without its driver would only look alive: stop the process so a supervisor restarts
 /// it (recovery replays the log).
@@ -921,8 +927,7 @@ fn apply_partition(
     if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
         return Ok(None);
     }
-    let data: &Bytes = &entry.data;
-    Ok(match command::decode_partition(data) {
+    Ok(match command::decode_partition(&entry.context, &entry.data) {
         Some(PartitionCommand::Append(records)) => Some(Applied::Append(m.append(&records, entry.term, wb))),
         Some(PartitionCommand::Trim { log_start_offset }) => {
             // Trim reads the store: write what this round applied so far first, so the

@@ -37,6 +37,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chronik_engine::Engine;
 use tokio::sync::{oneshot, Semaphore};
 
@@ -45,7 +46,7 @@ pub use error::{AppendError, ReplicationError};
 pub use metadata::{ClusterMeta, LeaderRecord, MetaOutcome, MetaRejection, NodeInfo, PartitionMeta, TopicMeta};
 pub use view::{PartitionView, ReadOutcome};
 
-use command::{MetaCommand, PartitionCommand};
+use command::{EntryPayload, MetaCommand, PartitionCommand};
 
 /// Bytes read at most to answer one timestamp lookup.
 const MAX_TIMESTAMP_SCAN_BYTES: usize = 64 << 20;
@@ -258,16 +259,17 @@ impl Replication {
         self.views.partition(uid)
     }
 
-    /// Proposes an append of `records` (already validated v2 batches) and returns a
-    /// future for its outcome. The proposal is queued before this returns, so calls
-    /// made in order are applied in order.
+    /// Proposes an append of `records` (already validated v2 batches, CRC included) and
+    /// returns a future for its outcome. The proposal is queued before this returns, so
+    /// calls made in order are applied in order. `records` goes into the Raft entry as
+    /// it is (usually a slice of the request frame): nothing is copied on the way.
     pub async fn submit_append(
         &self,
         uid: u64,
-        records: &[u8],
+        records: Bytes,
     ) -> Result<impl std::future::Future<Output = Result<AppendOutcome, ReplicationError>>, ReplicationError> {
-        let data = command::encode_partition_append(records);
-        let rx = self.submit(uid, data).await?;
+        let payload = command::encode_partition(&PartitionCommand::Append(records));
+        let rx = self.submit(uid, payload).await?;
         Ok(async move {
             match rx.await.map_err(|_| ReplicationError::Shutdown)?? {
                 Applied::Append(result) => result.map_err(ReplicationError::Append),
@@ -278,8 +280,8 @@ impl Replication {
 
     /// Moves the log start of a partition forward; returns the new log start.
     pub async fn trim(&self, uid: u64, log_start_offset: i64) -> Result<i64, ReplicationError> {
-        let data = command::encode_partition(&PartitionCommand::Trim { log_start_offset });
-        match self.submit(uid, data).await?.await.map_err(|_| ReplicationError::Shutdown)?? {
+        let payload = command::encode_partition(&PartitionCommand::Trim { log_start_offset });
+        match self.submit(uid, payload).await?.await.map_err(|_| ReplicationError::Shutdown)?? {
             Applied::Trim(start) => Ok(start),
             other => Err(ReplicationError::Internal(format!("unexpected apply result {other:?}"))),
         }
@@ -292,8 +294,8 @@ impl Replication {
         uid: u64,
         cmd: groups::GroupCommand,
     ) -> Result<impl std::future::Future<Output = Result<(), ReplicationError>>, ReplicationError> {
-        let data = command::encode_partition(&PartitionCommand::Group(cmd));
-        let rx = self.submit(uid, data).await?;
+        let payload = command::encode_partition(&PartitionCommand::Group(cmd));
+        let rx = self.submit(uid, payload).await?;
         Ok(async move {
             match rx.await.map_err(|_| ReplicationError::Shutdown)?? {
                 Applied::Group => Ok(()),
@@ -377,8 +379,8 @@ impl Replication {
 
     /// Proposes a metadata change to group 0 on this node (NotLeader if it does not lead).
     pub async fn propose_meta_here(&self, cmd: MetaCommand) -> Result<MetaOutcome, ReplicationError> {
-        let data = command::encode_meta(&cmd);
-        match self.submit(0, data).await?.await.map_err(|_| ReplicationError::Shutdown)?? {
+        let payload = EntryPayload::data(command::encode_meta(&cmd));
+        match self.submit(0, payload).await?.await.map_err(|_| ReplicationError::Shutdown)?? {
             Applied::Meta(outcome) => Ok(outcome),
             other => Err(ReplicationError::Internal(format!("unexpected apply result {other:?}"))),
         }
@@ -387,11 +389,11 @@ impl Replication {
     async fn submit(
         &self,
         group: u64,
-        data: Vec<u8>,
+        payload: EntryPayload,
     ) -> Result<oneshot::Receiver<driver::ApplyResult>, ReplicationError> {
         let permit = self.inflight.clone().acquire_owned().await.map_err(|_| ReplicationError::Shutdown)?;
         let (tx, rx) = oneshot::channel();
-        self.driver.propose(group, data, tx, permit)?;
+        self.driver.propose(group, payload, tx, permit)?;
         Ok(rx)
     }
 

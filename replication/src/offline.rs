@@ -79,6 +79,7 @@ pub struct LogEntry {
     pub term: u64,
     /// True for configuration changes (not decoded further).
     pub conf_change: bool,
+    pub context: bytes::Bytes,
     pub data: bytes::Bytes,
 }
 
@@ -131,8 +132,7 @@ impl LogReader {
 
 fn to_log_entry(e: Entry) -> LogEntry {
     let conf_change = e.get_entry_type() != EntryType::EntryNormal;
-    let data = e.data.clone();
-    LogEntry { index: e.index, term: e.term, conf_change, data: bytes::Bytes::copy_from_slice(&data) }
+    LogEntry { index: e.index, term: e.term, conf_change, context: e.context, data: e.data }
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

@@ -249,7 +249,7 @@ impl Sim {
         let records = batch.encode(&values);
         for _ in 0..300 {
             let leader = self.wait_leader(uid, among).await;
-            let Ok(pending) = self.node(leader).submit_append(uid, &records).await else { continue };
+            let Ok(pending) = self.node(leader).submit_append(uid, records.clone()).await else { continue };
             match tokio::time::timeout(Duration::from_secs(5), pending).await {
                 Ok(Ok(outcome)) => {
                     self.sequences.lock().expect("sequences").insert(uid, sequence + count as i32);
@@ -324,7 +324,7 @@ async fn an_isolated_leader_steps_down_and_rejoins() {
     // The isolated leader cannot commit: its proposal fails instead of being acknowledged.
     let values = vec![b"lost".as_slice(); 3];
     let stranded = TestBatch::default().encode(&values);
-    if let Ok(pending) = sim.node(old).submit_append(uid, &stranded).await {
+    if let Ok(pending) = sim.node(old).submit_append(uid, stranded.clone()).await {
         let outcome = tokio::time::timeout(Duration::from_secs(30), pending).await;
         assert!(
             matches!(outcome, Ok(Err(_))),
@@ -360,7 +360,7 @@ async fn a_minority_partition_cannot_commit_and_converges_after_healing() {
 
     let values = vec![b"minority".as_slice(); 2];
     let stranded = TestBatch::default().encode(&values);
-    if let Ok(pending) = sim.node(leader).submit_append(uid, &stranded).await {
+    if let Ok(pending) = sim.node(leader).submit_append(uid, stranded.clone()).await {
         let outcome = tokio::time::timeout(Duration::from_secs(30), pending).await;
         assert!(matches!(outcome, Ok(Err(_))), "a minority must not acknowledge: {outcome:?}; seed {}", sim.seed);
     }

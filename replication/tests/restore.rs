@@ -5,15 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chronik_engine::Engine;
 use chronik_replication::command::MetaCommand;
 use chronik_replication::offline::{seed_raft_log, LogReader};
 use chronik_replication::{MetaOutcome, Replication, ReplicationConfig};
 use chronik_tests::raw::TestBatch;
 
-fn batch(count: usize) -> Vec<u8> {
+fn batch(count: usize) -> Bytes {
     let values = vec![b"restored".as_slice(); count];
-    TestBatch { first_timestamp: 1000, ..TestBatch::default() }.encode(&values).to_vec()
+    TestBatch { first_timestamp: 1000, ..TestBatch::default() }.encode(&values)
 }
 
 async fn wait_leader(r: &Replication, uid: u64) {
@@ -42,14 +43,14 @@ async fn a_checkpoint_with_a_seeded_log_restarts_where_it_was_taken() {
     let uid = live.cluster().topics["t"].partitions[0].uid;
     wait_leader(&live, uid).await;
     for _ in 0..3 {
-        live.submit_append(uid, &batch(3)).await.expect("submit").await.expect("applied");
+        live.submit_append(uid, batch(3)).await.expect("submit").await.expect("applied");
     }
 
     // Copy while the node runs; the copy's writes are applied but were never flushed.
     let restored_dir = dir.path().join("restored");
     std::fs::create_dir_all(&restored_dir).expect("mkdir");
     live_engine.checkpoint(&restored_dir.join("db")).expect("checkpoint");
-    live.submit_append(uid, &batch(1)).await.expect("submit").await.expect("applied after the copy");
+    live.submit_append(uid, batch(1)).await.expect("submit").await.expect("applied after the copy");
     {
         let engine = Engine::open(&restored_dir.join("db")).expect("open copy");
         let seeded = seed_raft_log(&restored_dir.join("raft"), &engine, 1).expect("seed");
@@ -65,7 +66,7 @@ async fn a_checkpoint_with_a_seeded_log_restarts_where_it_was_taken() {
     wait_leader(&restored, uid).await;
     let view = restored.partition(uid).expect("view");
     assert_eq!(view.high_watermark(), 9, "what was applied before the copy, and nothing after");
-    let next = restored.submit_append(uid, &batch(2)).await.expect("submit").await.expect("applied");
+    let next = restored.submit_append(uid, batch(2)).await.expect("submit").await.expect("applied");
     assert_eq!(next.base_offset, 9, "offsets continue");
     let mut out = Vec::new();
     assert_eq!(restored.read(uid, 0, 1 << 20, true, &mut out).expect("read").batches, 4);

@@ -4,21 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chronik_engine::Engine;
-use chronik_replication::command::MetaCommand;
+use chronik_replication::command::{self, MetaCommand, PartitionCommand};
 use chronik_replication::offline::LogReader;
 use chronik_replication::{MetaOutcome, MetaRejection, RaftLogFiles, Replication, ReplicationConfig, ReplicationError};
 use chronik_tests::raw::TestBatch;
 
-fn batch(count: usize, first_timestamp: i64) -> Vec<u8> {
+fn batch(count: usize, first_timestamp: i64) -> Bytes {
     batch_of(count, 10, first_timestamp)
 }
 
 /// A batch of `count` records of `value_bytes` each.
-fn batch_of(count: usize, value_bytes: usize, first_timestamp: i64) -> Vec<u8> {
+fn batch_of(count: usize, value_bytes: usize, first_timestamp: i64) -> Bytes {
     let value = vec![b'v'; value_bytes];
     let values = vec![value.as_slice(); count];
-    TestBatch { first_timestamp, ..TestBatch::default() }.encode(&values).to_vec()
+    TestBatch { first_timestamp, ..TestBatch::default() }.encode(&values)
 }
 
 fn open(dir: &std::path::Path) -> Replication {
@@ -73,7 +74,7 @@ async fn appends_reads_trims_and_recovery() {
         // Proposals queued in order are applied in order, at dense offsets.
         let mut pending = Vec::new();
         for i in 0..10 {
-            pending.push(r.submit_append(uid, &batch(3, 1000 + 10 * i)).await.expect("submit"));
+            pending.push(r.submit_append(uid, batch(3, 1000 + 10 * i)).await.expect("submit"));
         }
         for (i, p) in pending.into_iter().enumerate() {
             assert_eq!(p.await.expect("applied").base_offset, 3 * i as i64);
@@ -89,9 +90,9 @@ async fn appends_reads_trims_and_recovery() {
 
         // A batch whose record count disagrees with its offsets is refused at apply with
         // nothing stored (the CRC is the produce path's check).
-        let mut bad = batch(2, 5);
+        let mut bad = batch(2, 5).to_vec();
         bad[57..61].copy_from_slice(&7i32.to_be_bytes());
-        let refused = r.submit_append(uid, &bad).await.expect("submit").await;
+        let refused = r.submit_append(uid, bad.into()).await.expect("submit").await;
         assert!(matches!(refused, Err(ReplicationError::Append(_))), "got {refused:?}");
         assert_eq!(view.high_watermark(), 30);
 
@@ -105,7 +106,7 @@ async fn appends_reads_trims_and_recovery() {
     wait_leader(&r, uid).await;
     let view = r.partition(uid).expect("view after reopen");
     assert_eq!((view.log_start_offset(), view.high_watermark()), (7, 30));
-    let next = r.submit_append(uid, &batch(1, 2000)).await.expect("submit").await.expect("applied");
+    let next = r.submit_append(uid, batch(1, 2000)).await.expect("submit").await.expect("applied");
     assert_eq!(next.base_offset, 30);
     let epochs = r.epoch_starts(uid).expect("epochs");
     assert_eq!(epochs.len(), 2, "a restart starts a new leader epoch: {epochs:?}");
@@ -125,7 +126,7 @@ async fn the_raft_log_is_compacted_once_it_grows_without_waiting_for_the_interva
 
     // 64 batches of 10 records of 1 KiB: 640 KiB of log, well past the growth threshold.
     for i in 0..64 {
-        r.submit_append(uid, &batch_of(10, 1024, i)).await.expect("submit").await.expect("applied");
+        r.submit_append(uid, batch_of(10, 1024, i)).await.expect("submit").await.expect("applied");
     }
     let mut compacted = false;
     for _ in 0..500 {
@@ -182,7 +183,7 @@ async fn purged_raft_log_files_are_written_over_and_a_restart_reads_everything()
     // 24 MiB through 1 MiB files: without purging and recycling that is 24 files.
     let mut files_seen = std::collections::HashMap::new();
     for i in 0..192 {
-        r.submit_append(uid, &batch_of(16, 8 << 10, i)).await.expect("submit").await.expect("applied");
+        r.submit_append(uid, batch_of(16, 8 << 10, i)).await.expect("submit").await.expect("applied");
         if i % 8 == 0 {
             tokio::time::sleep(Duration::from_millis(120)).await; // longer than one log GC poll
             hold_raft_log_files(&raft_dir, &mut files_seen);
@@ -202,7 +203,7 @@ async fn purged_raft_log_files_are_written_over_and_a_restart_reads_everything()
     assert_eq!(r.partition(uid).expect("view").high_watermark(), 192 * 16);
     let mut out = Vec::new();
     assert_eq!(r.read(uid, 0, 64 << 20, true, &mut out).expect("read").batches, 192);
-    let next = r.submit_append(uid, &batch(1, 5000)).await.expect("submit").await.expect("applied");
+    let next = r.submit_append(uid, batch(1, 5000)).await.expect("submit").await.expect("applied");
     assert_eq!(next.base_offset, 192 * 16);
 }
 
@@ -240,7 +241,7 @@ async fn the_synced_raft_log_leaves_the_page_cache_and_reads_back_whole() {
     let mut sent = Vec::new();
     for i in 0..384 {
         let data = batch_of(16, 8 << 10, i);
-        r.submit_append(uid, &data).await.expect("submit").await.expect("applied");
+        r.submit_append(uid, data.clone()).await.expect("submit").await.expect("applied");
         sent.push(data);
     }
     let raft_dir = dir.path().join("raft");
@@ -257,7 +258,8 @@ async fn the_synced_raft_log_leaves_the_page_cache_and_reads_back_whole() {
         log.group(uid, usize::MAX).expect("group log").entries.into_iter().filter(|e| !e.data.is_empty()).collect();
     assert_eq!(stored.len(), sent.len(), "one entry per append");
     for (entry, data) in stored.iter().zip(&sent) {
-        assert_eq!(&entry.data[1..], data.as_slice(), "entry {}", entry.index);
+        let command = command::decode_partition(&entry.context, &entry.data);
+        assert_eq!(command, Some(PartitionCommand::Append(data.clone())), "entry {}", entry.index);
     }
 }
 
@@ -273,7 +275,7 @@ async fn a_round_larger_than_one_apply_batch_is_applied_whole_and_survives_a_res
     let mut pending = Vec::new();
     for i in 0..128 {
         let data = batch_of(16, 8 << 10, i);
-        pending.push(r.submit_append(uid, &data).await.expect("submit"));
+        pending.push(r.submit_append(uid, data.clone()).await.expect("submit"));
         sent.push(data);
     }
     for (i, applied) in pending.into_iter().enumerate() {

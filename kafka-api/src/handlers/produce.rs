@@ -37,7 +37,7 @@ pub(crate) async fn handle(broker: &Arc<Broker>, _version: i16, request: Produce
                 if request.acks == -1 && (view.isr().len() as i64) < config.min_insync_replicas {
                     return Err(ResponseError::NotEnoughReplicas);
                 }
-                broker.replication.submit_append(uid, &records).await.map_err(|e| errors::replication(&e))
+                broker.replication.submit_append(uid, records).await.map_err(|e| errors::replication(&e))
             }
             .await;
             partitions.push((p.index, outcome));
