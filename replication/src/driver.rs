@@ -562,7 +562,8 @@ impl Driver {
         self.staged.sync |= !self.pending_log.is_empty();
         let log_batch = &mut self.round_log;
         log_batch.merge(&mut self.pending_log)?;
-        let mut committed = Vec::new();
+        // Every group that had a ready, with the committed entries it brought (maybe none).
+        let mut readied = Vec::new();
         let mut installed_snapshot = false;
         for (id, group) in self.groups.iter_mut() {
             if !group.node.has_ready() {
@@ -593,7 +594,7 @@ impl Driver {
             }
             self.staged.readies.push((*id, ready.number()));
             // Committed entries are persisted ones only (raft-rs bounds them so).
-            committed.push((*id, ready.take_committed_entries()));
+            readied.push((*id, ready.take_committed_entries()));
             group.node.advance_append_async(ready);
         }
         flush_outbox(&mut self.outbox, self.transport.as_ref());
@@ -603,7 +604,7 @@ impl Driver {
             self.reload_metadata()?;
         }
         self.submit();
-        if committed.is_empty() {
+        if readied.is_empty() {
             return Ok(());
         }
         metrics::ROUNDS.inc();
@@ -612,10 +613,10 @@ impl Driver {
         let engine = self.engine.clone();
         // Room for the round's records and an eighth more for keys and state rows (up to
         // a chunk and its last entry): a batch that outgrows its room copies all it holds.
-        let bytes: usize = committed.iter().flat_map(|(_, entries)| entries).map(|e| e.data.len()).sum();
+        let bytes: usize = readied.iter().flat_map(|(_, entries)| entries).map(|e| e.data.len()).sum();
         let mut wb = engine.batch_with_capacity((bytes + bytes / 8 + 4096).min(2 * APPLY_CHUNK_BYTES));
-        let mut touched = Vec::with_capacity(committed.len());
-        for (id, entries) in committed {
+        let mut touched = Vec::with_capacity(readied.len());
+        for (id, entries) in readied {
             self.apply(id, entries, &mut wb)?;
             if let Some(group) = self.groups.get_mut(&id) {
                 group.node.advance_apply();
