@@ -437,7 +437,12 @@ impl Driver {
             }
             if Instant::now() >= next_tick {
                 for group in self.groups.values_mut() {
-                    group.node.tick();
+                    // raft-rs makes a lone voter leader at once, which requires its whole
+                    // log persisted: a follower's election timer waits out its write.
+                    let raft = &group.node.raft;
+                    if raft.state == StateRole::Leader || raft.raft_log.persisted >= raft.raft_log.last_index() {
+                        group.node.tick();
+                    }
                 }
                 self.after_tick();
                 next_tick = Instant::now() + self.tick_interval;
@@ -542,17 +547,21 @@ impl Driver {
     }
 
     fn compact(&mut self, applied: Vec<(u64, u64)>) {
+        // Its own batch: `pending_log` may hold writes (a deleted group's `Clean`) that
+        // must follow the staged and in-flight ones; compaction only touches applied,
+        // so long durable, entries.
+        let mut batch = LogBatch::default();
         for (id, index) in applied {
             if let Some(group) = self.groups.get_mut(&id) {
                 let Some(index) = replicated_floor(&group.node, index, group.compact_floor) else { continue };
-                if let Err(e) = group.node.mut_store().compact(index, &mut self.pending_log) {
+                if let Err(e) = group.node.mut_store().compact(index, &mut batch) {
                     tracing::warn!(group = id, error = %e, "raft log compaction skipped");
                 }
             }
         }
         // Synced: the purge that follows deletes files, and a crash must not keep the
         // deletions but lose the compaction record that allowed them.
-        if let Err(e) = self.log.write(&mut self.pending_log, true) {
+        if let Err(e) = self.log.write(&mut batch, true) {
             tracing::warn!(error = %e, "raft log compaction write failed");
         }
     }
@@ -891,6 +900,12 @@ impl Driver {
     }
 
     fn finish(mut self) {
+        // What is staged was not acknowledged, but group 0's configuration and deleted
+        // groups' clean-ups ride there: write it before stopping.
+        let staged = self.round_log.merge(&mut self.pending_log).map_err(ReplicationError::from);
+        if let Err(e) = staged.and_then(|()| self.persist_staged_now()) {
+            tracing::warn!(error = %e, "the raft log's last writes before stopping failed");
+        }
         self.persister.stop();
         for group in self.groups.values_mut() {
             for p in group.pending.drain(..) {

@@ -175,8 +175,10 @@ pub fn batches(records: &[u8]) -> impl Iterator<Item = Result<BatchHeader<'_>, B
 }
 
 /// Splits batches that were checked when produced (a Raft entry's), checking framing
-/// and record counts but not the CRC-32C again: as a Kafka follower, the apply does not
-/// recompute it, and the Raft log checksums its entries itself.
+/// and record counts but not the CRC-32C again. A Kafka follower rechecks it and
+/// refetches on a mismatch; a Raft apply cannot refuse a committed entry on one replica
+/// without its state diverging, so the check belongs before the proposal (the produce
+/// path), and raft-engine checksums the entries it stores.
 pub fn produced_batches(records: &[u8]) -> impl Iterator<Item = Result<BatchHeader<'_>, BatchError>> {
     split(records, BatchHeader::parse_counted)
 }

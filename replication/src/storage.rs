@@ -236,7 +236,8 @@ impl raft::Storage for GroupStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let max_size = max_size.into().unwrap_or(u64::MAX);
-        let mut out = Vec::with_capacity((high - low) as usize);
+        // A lagging follower's range can be long; `max_size` usually cuts it short.
+        let mut out = Vec::with_capacity(((high - low) as usize).min(1024));
         // Entries before the cache are in raft-engine; cached ones may still be on their
         // way there (the driver's write in flight).
         let cached_from = self.cache.front().map_or(high, |e| e.index.clamp(low, high));
