@@ -100,7 +100,6 @@ impl MetaCommand {
     }
 }
 
-/// Encodes an append without first copying `records` into a command value.
 /// What a proposal puts in its Raft entry.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EntryPayload {
@@ -109,8 +108,8 @@ pub struct EntryPayload {
 }
 
 impl EntryPayload {
-    /// A payload carried in the data alone (metadata commands).
-    pub fn data(data: Vec<u8>) -> EntryPayload {
+    /// A payload carried in the data alone, with no context (all but appends).
+    pub fn from_data(data: Vec<u8>) -> EntryPayload {
         EntryPayload { context: Bytes::new(), data: data.into() }
     }
 }
@@ -120,7 +119,7 @@ pub fn encode_partition(command: &PartitionCommand) -> EntryPayload {
         let mut out = Vec::with_capacity(body.len() + 1);
         out.push(tag);
         out.extend_from_slice(body);
-        EntryPayload::data(out)
+        EntryPayload::from_data(out)
     };
     match command {
         PartitionCommand::Append(records) => {

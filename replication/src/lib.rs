@@ -379,7 +379,7 @@ impl Replication {
 
     /// Proposes a metadata change to group 0 on this node (NotLeader if it does not lead).
     pub async fn propose_meta_here(&self, cmd: MetaCommand) -> Result<MetaOutcome, ReplicationError> {
-        let payload = EntryPayload::data(command::encode_meta(&cmd));
+        let payload = EntryPayload::from_data(command::encode_meta(&cmd));
         match self.submit(0, payload).await?.await.map_err(|_| ReplicationError::Shutdown)?? {
             Applied::Meta(outcome) => Ok(outcome),
             other => Err(ReplicationError::Internal(format!("unexpected apply result {other:?}"))),

@@ -78,9 +78,9 @@ async fn fetching_past_the_end_is_offset_out_of_range() {
     assert_eq!(seen, Some(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)));
 }
 
-/// The produce path is where a batch's CRC-32C is checked (the Raft apply trusts it, as
-/// a Kafka follower does): a damaged batch is refused with CORRUPT_MESSAGE and nothing
-/// of it is stored.
+/// The produce path is where a batch's CRC-32C is checked (a Raft apply cannot refuse a
+/// committed entry on one replica alone): a damaged batch is refused with
+/// CORRUPT_MESSAGE and nothing of it is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_a_bad_crc_is_corrupt_message_and_stores_nothing() {
     let node = Node::start(&[]);
