@@ -365,6 +365,12 @@ fn cf_options(name: &str) -> Options {
         // Batches are stored as producers compressed them; compressing again buys little.
         opts.set_compression_type(DBCompressionType::None);
         opts.set_write_buffer_size(128 << 20);
+        // Up to three full memtables wait for their flush before writes stop (two by
+        // default). A flush writes the batches into blob files in fresh page-cache
+        // memory, at nice 19: under a burst on two cores it fell behind and stopped
+        // every write for a while, tens of times per GiB (RocksDB's LOG), while the
+        // producers' core sat idle.
+        opts.set_max_write_buffer_number(4);
         opts.set_target_file_size_base(128 << 20);
         // Batch bytes go to blob files when memtables flush; compactions then move only
         // keys. With many partitions interleaved in every flush, rewriting the values in
