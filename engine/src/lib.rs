@@ -365,12 +365,6 @@ fn cf_options(name: &str) -> Options {
         // Batches are stored as producers compressed them; compressing again buys little.
         opts.set_compression_type(DBCompressionType::None);
         opts.set_write_buffer_size(128 << 20);
-        // Up to three full memtables wait for their flush before writes stop (two by
-        // default). A flush writes the batches into blob files in fresh page-cache
-        // memory, at nice 19: under a burst on two cores it fell behind and stopped
-        // every write for a while, tens of times per GiB (RocksDB's LOG), while the
-        // producers' core sat idle.
-        opts.set_max_write_buffer_number(4);
         opts.set_target_file_size_base(128 << 20);
         // Batch bytes go to blob files when memtables flush; compactions then move only
         // keys. With many partitions interleaved in every flush, rewriting the values in
@@ -394,6 +388,14 @@ fn cf_options(name: &str) -> Options {
     } else {
         opts.set_compression_type(DBCompressionType::Lz4);
     }
+    // Writes slow down once three full memtables wait for their flush and stop at four
+    // (RocksDB's default stops at two), in every column family: an atomic flush switches
+    // all of them together, so the small ones collect memtables waiting for a flush as
+    // fast as `log` does. Each flush writes its batches into blob files in fresh
+    // page-cache memory; where that is slow (this VM), a GiB on 16 partitions stopped
+    // every write at each memtable switch until the flush before it finished (RocksDB's
+    // LOG: `time_index` and `partition` at two). Peak: 640 MiB of `log` memtables.
+    opts.set_max_write_buffer_number(4);
     opts.set_level_compaction_dynamic_level_bytes(true);
     opts
 }

@@ -65,10 +65,10 @@ pub struct RaftLogFiles {
     pub file_bytes: u64,
     /// Once the log is this large, files holding only compacted entries are purged.
     /// Purged files are kept (raft-engine keeps up to 1.5 times this in files, active
-    /// ones included) and written over again: appends then land on allocated blocks
-    /// and, usually, pages still in the page cache, which costs a fraction of extending
-    /// a new file (docs/PERFORMANCE.md). raft-engine's default, 10 GiB, kept that much
-    /// log on disk and read all of it at every start.
+    /// ones included) and written over again: appends then land on allocated blocks,
+    /// which costs a fraction of extending a new file (docs/PERFORMANCE.md).
+    /// raft-engine's default, 10 GiB, kept that much log on disk and read all of it at
+    /// every start.
     pub purge_bytes: u64,
 }
 
