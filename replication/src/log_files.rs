@@ -26,8 +26,9 @@ use raft_engine::env::{DefaultFileSystem, FileSystem, Handle, Permission, WriteE
 
 /// `O_DIRECT`'s alignment: 4 KiB covers every logical block size in use.
 const BLOCK: usize = 4096;
-/// The most one direct write sends: the buffer's size, a few writes per Raft round.
-const CHUNK: usize = 4 << 20;
+/// The buffer's size, and the most one direct write sends: 4 MiB and a block (the head
+/// of the block a write starts in), a few writes per Raft round.
+const WINDOW: usize = (4 << 20) + BLOCK;
 
 type PlainHandle = <DefaultFileSystem as FileSystem>::Handle;
 type PlainFile = <DefaultFileSystem as FileSystem>::Writer;
@@ -88,7 +89,7 @@ impl Write for LogFileWriter {
     fn write(&mut self, buf: &[u8]) -> Result<usize> {
         let Some(direct) = self.direct.as_mut() else { return self.plain.write(buf) };
         let at = self.plain.stream_position()? as usize;
-        direct.write_at(&self.handle, at, buf)?;
+        direct.write_at(&self.handle.plain, at, buf)?;
         self.plain.seek(SeekFrom::Start((at + buf.len()) as u64))?;
         Ok(buf.len())
     }
@@ -117,10 +118,12 @@ impl WriteExt for LogFileWriter {
     }
 }
 
-/// The buffer of one file's direct writes, and what it holds of the file.
+/// One file's direct writes: its `O_DIRECT` descriptor, the buffer, and what the buffer
+/// holds of the file.
 struct DirectWrites {
-    /// `CHUNK` bytes plus one block for the head of the block a write starts in, from
-    /// the first block-aligned address of an allocation one block larger.
+    file: File,
+    /// `WINDOW` bytes from the first block-aligned address of an allocation one block
+    /// larger.
     buf: Vec<u8>,
     /// Where the aligned window starts in `buf`.
     aligned: usize,
@@ -132,14 +135,10 @@ struct DirectWrites {
 }
 
 impl DirectWrites {
-    fn new() -> DirectWrites {
-        let buf = vec![0; CHUNK + 2 * BLOCK];
+    fn new(file: File) -> DirectWrites {
+        let buf = vec![0; WINDOW + BLOCK];
         let aligned = buf.as_ptr().align_offset(BLOCK);
-        DirectWrites { buf, aligned, start: 0, held: 0 }
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        &mut self.buf[self.aligned..self.aligned + CHUNK + BLOCK]
+        DirectWrites { file, buf, aligned, start: 0, held: 0 }
     }
 
     /// What the buffer holds may no longer be the file's (it was truncated).
@@ -148,24 +147,25 @@ impl DirectWrites {
         self.start = usize::MAX;
     }
 
-    /// Writes `data` at offset `at` of `file`, as a plain `pwrite` would.
-    fn write_at(&mut self, file: &LogFile, at: usize, mut data: &[u8]) -> Result<()> {
-        let direct = file.direct.as_ref().expect("direct writes only for files opened with O_DIRECT");
+    /// Writes `data` at offset `at` of the file (`plain` is its buffered descriptor), as
+    /// `pwrite` would, except that the rest of the last block written becomes zeros:
+    /// raft-engine never reads past what it wrote.
+    fn write_at(&mut self, plain: &PlainHandle, at: usize, mut data: &[u8]) -> Result<()> {
         if self.start.checked_add(self.held) != Some(at) {
-            self.load_head(file, at)?;
+            self.load_head(plain, at)?;
         }
-        let size_before = file.plain.file_size()?;
+        let size_before = plain.file_size()?;
         let end = at + data.len();
         let mut padded_end = at;
         while !data.is_empty() {
-            let n = data.len().min(CHUNK + BLOCK - self.held);
+            let n = data.len().min(WINDOW - self.held);
             let (held, start) = (self.held, self.start);
-            let bytes = self.bytes();
+            let bytes = &mut self.buf[self.aligned..self.aligned + WINDOW];
             bytes[held..held + n].copy_from_slice(&data[..n]);
             let filled = held + n;
             let padded = filled.next_multiple_of(BLOCK);
             bytes[filled..padded].fill(0);
-            direct.write_all_at(&bytes[..padded], start as u64)?;
+            self.file.write_all_at(&bytes[..padded], start as u64)?;
             padded_end = start + padded;
             // Keep the last, partly filled block: the next write starts in it.
             let whole = filled / BLOCK * BLOCK;
@@ -176,16 +176,16 @@ impl DirectWrites {
         }
         // The padding must not make the file longer than a plain write would have.
         if padded_end > size_before.max(end) {
-            file.plain.truncate(size_before.max(end))?;
+            plain.truncate(size_before.max(end))?;
         }
         Ok(())
     }
 
     /// Reads back the file's bytes between the start of `at`'s block and `at`.
-    fn load_head(&mut self, file: &LogFile, at: usize) -> Result<()> {
+    fn load_head(&mut self, plain: &PlainHandle, at: usize) -> Result<()> {
         let start = at / BLOCK * BLOCK;
-        let head = &mut self.bytes()[..at - start];
-        let read = file.plain.read(start, head)?;
+        let head = &mut self.buf[self.aligned..self.aligned + at - start];
+        let read = plain.read(start, head)?;
         if read != head.len() {
             return Err(std::io::Error::new(ErrorKind::UnexpectedEof, "raft log: write past the end of its file"));
         }
@@ -221,7 +221,7 @@ impl FileSystem for LogFiles {
     }
 
     fn new_writer(&self, handle: Arc<LogFile>) -> Result<LogFileWriter> {
-        let direct = handle.direct.is_some().then(DirectWrites::new);
+        let direct = handle.direct.as_ref().map(File::try_clone).transpose()?.map(DirectWrites::new);
         Ok(LogFileWriter { plain: DefaultFileSystem.new_writer(handle.plain.clone())?, handle, direct })
     }
 }
@@ -253,7 +253,7 @@ mod tests {
         // Unaligned sizes and ends, a write larger than the buffer, a preallocated tail.
         let mut writer = LogFiles.new_writer(handle.clone()).expect("writer");
         writer.allocate(0, 3 * BLOCK + 5).expect("allocate");
-        for (i, len) in [7, 1, BLOCK - 8, 5000, CHUNK + 2 * BLOCK + 123, 3].into_iter().enumerate() {
+        for (i, len) in [7, 1, BLOCK - 8, 5000, WINDOW + BLOCK + 123, 3].into_iter().enumerate() {
             append(&mut writer, &noise(len, i as u8), &mut expected);
         }
         handle.sync().expect("sync");
