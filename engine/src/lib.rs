@@ -388,14 +388,16 @@ fn cf_options(name: &str) -> Options {
     } else {
         opts.set_compression_type(DBCompressionType::Lz4);
     }
-    // Writes slow down once three full memtables wait for their flush and stop at four
-    // (RocksDB's default stops at two), in every column family: an atomic flush switches
-    // all of them together, so the small ones collect memtables waiting for a flush as
-    // fast as `log` does. Each flush writes its batches into blob files in fresh
-    // page-cache memory; where that is slow (this VM), a GiB on 16 partitions stopped
-    // every write at each memtable switch until the flush before it finished (RocksDB's
-    // LOG: `time_index` and `partition` at two). Peak: 640 MiB of `log` memtables.
-    opts.set_max_write_buffer_number(4);
+    // Writes stop once three full memtables wait for their flush (RocksDB's default
+    // stops at two), in every column family: an atomic flush switches all of them
+    // together, so the small ones collect memtables waiting for a flush as fast as `log`
+    // does. Each flush writes its batches into blob files in fresh page-cache memory;
+    // where that is slow (this VM), a GiB on 16 partitions stopped every write at each
+    // memtable switch until the flush before it finished (RocksDB's LOG: `time_index`
+    // and `partition` at two). Not four: from four on RocksDB first slows writes to 16
+    // MiB/s at three waiting, which put the 16-partition p99 at 15-59 ms (10-11 at three).
+    // Peak: 512 MiB of `log` memtables.
+    opts.set_max_write_buffer_number(3);
     opts.set_level_compaction_dynamic_level_bytes(true);
     opts
 }
