@@ -61,6 +61,9 @@ impl LogFile {
 }
 
 impl Handle for LogFile {
+    /// raft-engine truncates through the handle only in recovery, before any writer
+    /// exists; writers' truncates go through [`LogFileWriter`], which drops what its
+    /// buffer holds.
     fn truncate(&self, offset: usize) -> Result<()> {
         self.plain.truncate(offset)
     }
@@ -118,6 +121,16 @@ impl WriteExt for LogFileWriter {
     }
 }
 
+/// raft-engine recognizes a full disk by "nospace" in the message (its own files write
+/// it on `ENOSPC`), and then moves to a recycled file, whose space is allocated, and
+/// retries.
+fn as_raft_engine_error(e: std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => std::io::Error::new(e.kind(), "nospace"),
+        _ => e,
+    }
+}
+
 /// One file's direct writes: its `O_DIRECT` descriptor, the buffer, and what the buffer
 /// holds of the file.
 struct DirectWrites {
@@ -165,7 +178,7 @@ impl DirectWrites {
             let filled = held + n;
             let padded = filled.next_multiple_of(BLOCK);
             bytes[filled..padded].fill(0);
-            self.file.write_all_at(&bytes[..padded], start as u64)?;
+            self.file.write_all_at(&bytes[..padded], start as u64).map_err(as_raft_engine_error)?;
             padded_end = start + padded;
             // Keep the last, partly filled block: the next write starts in it.
             let whole = filled / BLOCK * BLOCK;
@@ -240,6 +253,14 @@ mod tests {
 
     fn noise(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    #[test]
+    fn a_full_disk_reads_as_raft_engines_nospace() {
+        let full = as_raft_engine_error(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(full.to_string().contains("nospace"), "{full}");
+        let other = as_raft_engine_error(std::io::Error::from_raw_os_error(libc::EIO));
+        assert!(!other.to_string().contains("nospace"), "{other}");
     }
 
     #[test]
