@@ -316,9 +316,7 @@ impl Driver {
                 return Ok(());
             }
             self.round()?;
-            if self.in_flight.is_some() {
-                self.wait_persisted()?;
-            }
+            self.wait_persisted()?;
         }
         Err(ReplicationError::Internal(format!("log replay did not finish in {MAX_REPLAY_ROUNDS} rounds")))
     }
@@ -708,17 +706,16 @@ impl Driver {
 
     /// Writes the staged batch and waits until it (and any write before it) is durable.
     fn persist_staged_now(&mut self) -> Result<(), ReplicationError> {
-        if self.in_flight.is_some() {
-            self.wait_persisted()?;
-        }
+        self.wait_persisted()?;
         self.submit();
-        if self.in_flight.is_some() {
-            self.wait_persisted()?;
-        }
-        Ok(())
+        self.wait_persisted()
     }
 
+    /// Waits for the write in flight, if any, to finish.
     fn wait_persisted(&mut self) -> Result<(), ReplicationError> {
+        if self.in_flight.is_none() {
+            return Ok(());
+        }
         let persisted = self.persister.done.recv().map_err(|_| ReplicationError::Shutdown)?;
         self.persisted(persisted)
     }
